@@ -1,0 +1,53 @@
+"""Typed dependencies: the backend and settings the lifespan built, and API-key auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.errors import unauthorized
+from app.config import Settings
+from app.storage.base import StorageBackend
+
+
+def get_storage(request: Request) -> StorageBackend:
+    storage: StorageBackend = request.state.storage
+    return storage
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+Storage = Annotated[StorageBackend, Depends(get_storage)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key from the API_KEYS setting, as `Authorization: Bearer <key>`.",
+)
+
+
+def require_api_key(
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Accept a request carrying one of the configured keys; every key is compared in full.
+
+    With no keys configured the service only starts on loopback (see `Settings`), and then
+    every request is accepted.
+    """
+    if not settings.api_keys:
+        return
+    if credentials is None:
+        raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    presented = credentials.credentials.encode()
+    matched = False
+    for key in settings.api_keys:
+        matched |= hmac.compare_digest(presented, key.get_secret_value().encode())
+    if not matched:
+        raise unauthorized("invalid API key")

@@ -1,0 +1,115 @@
+"""Every error the API answers with, mapped to a status and one JSON shape, in one place.
+
+Body: `{"error": "<code>", "detail": "<what went wrong, for a person>"}`. Unexpected errors
+become a bare 500 whose detail says nothing about internals (or secrets); they are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.storage.errors import (
+    EvidenceNotFound,
+    InvalidInput,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class ApiError(Exception):
+    """An error raised by the HTTP layer itself (request shape, auth, limits)."""
+
+    def __init__(
+        self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, {"WWW-Authenticate": "Bearer"})
+
+
+def payload_too_large(detail: str) -> ApiError:
+    return ApiError(413, "payload_too_large", detail)
+
+
+def invalid_request(detail: str) -> ApiError:
+    return ApiError(422, "invalid_request", detail)
+
+
+def malformed_request(detail: str) -> ApiError:
+    return ApiError(400, "malformed_request", detail)
+
+
+_STORAGE_STATUS: list[tuple[type[StorageError], int, str]] = [
+    (EvidenceNotFound, 404, "not_found"),
+    (InvalidInput, 422, "invalid_request"),
+    (StorageUnavailable, 503, "storage_unavailable"),
+    (StorageMisconfigured, 503, "storage_misconfigured"),
+]
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "malformed_request"}
+
+# Documented on every route that can raise them, so the OpenAPI schema matches reality.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 503)
+}
+
+
+def error_response(
+    status_code: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error_response(error.status_code, error.code, error.detail, error.headers)
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(_: Request, error: StorageError) -> JSONResponse:
+        for kind, status_code, code in _STORAGE_STATUS:
+            if isinstance(error, kind):
+                if status_code >= 500:
+                    logger.error("storage error: %s", error)
+                return error_response(status_code, code, str(error))
+        logger.error("unmapped storage error: %s", error)
+        return error_response(500, "internal_error", "internal error")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        return error_response(422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail), error.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=error)
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,199 @@
+"""Stream a multipart upload body into a staged file, whatever the order of its parts.
+
+Starlette's `request.form()` spools files to a temporary file first and then the backend would
+copy them again; here the file part goes straight into the backend's staged file (hashed as it
+is written), in 1 MiB writes run off the event loop. Memory per upload stays at about one
+network chunk plus one write buffer, for any file size. Limits are enforced while reading, so
+an oversized body is refused without being stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from app.api.errors import ApiError, invalid_request, malformed_request, payload_too_large
+from app.storage.staging import StagedFile
+
+WRITE_BUFFER_BYTES = 1024 * 1024
+FILE_FIELD = "file"
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_file_bytes: int
+    max_field_bytes: int
+    text_fields: frozenset[str]
+    max_parts: int = 16
+
+
+@dataclass
+class ReceivedUpload:
+    fields: dict[str, str] = field(default_factory=dict)
+    staged: StagedFile | None = None
+    file_name: str | None = None
+
+
+class _PartEvents:
+    """python-multipart callbacks, recorded so the async loop can act on them in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.finished = False
+        self._headers: dict[bytes, bytes] = {}
+        self._name = bytearray()
+        self._value = bytearray()
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._name.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": lambda: self.events.append(("headers", self._headers)),
+            "on_part_data": lambda data, start, end: self.events.append(("data", data[start:end])),
+            "on_part_end": lambda: self.events.append(("end", None)),
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._name).lower()] = bytes(self._value)
+        self._name.clear()
+        self._value.clear()
+
+    def _end(self) -> None:
+        self.finished = True
+
+
+def multipart_boundary(request: Request) -> bytes:
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send the upload as multipart/form-data")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise malformed_request("multipart/form-data without a boundary")
+    return boundary
+
+
+async def receive_upload(
+    request: Request, stage: Callable[[], StagedFile], limits: UploadLimits
+) -> ReceivedUpload:
+    """Read the whole body; on any error the staged file is discarded before raising."""
+    boundary = multipart_boundary(request)
+    declared = request.headers.get("content-length")
+    ceiling = limits.max_file_bytes + limits.max_field_bytes * len(limits.text_fields)
+    if declared and declared.isdigit() and int(declared) > ceiling + MULTIPART_OVERHEAD_BYTES:
+        raise payload_too_large(f"upload is larger than the {limits.max_file_bytes}-byte limit")
+
+    received = ReceivedUpload()
+    try:
+        await _read_parts(request, boundary, stage, limits, received)
+    except BaseException:
+        if received.staged is not None:
+            await run_in_threadpool(received.staged.discard)
+        raise
+    return received
+
+
+async def _read_parts(
+    request: Request,
+    boundary: bytes,
+    stage: Callable[[], StagedFile],
+    limits: UploadLimits,
+    received: ReceivedUpload,
+) -> None:
+    recorder = _PartEvents()
+    parser = MultipartParser(boundary, recorder.callbacks())  # type: ignore[arg-type]
+    parts = 0
+    current: str | None = None  # name of the part being read
+    field_value = bytearray()
+    buffer = bytearray()
+
+    async def flush() -> None:
+        assert received.staged is not None
+        chunk = bytes(buffer)
+        buffer.clear()
+        await run_in_threadpool(received.staged.write, chunk)
+
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            for kind, value in recorder.events:
+                if kind == "headers":
+                    parts += 1
+                    if parts > limits.max_parts:
+                        raise payload_too_large(f"more than {limits.max_parts} form parts")
+                    current, file_name = _describe_part(value)  # type: ignore[arg-type]
+                    if current == FILE_FIELD:
+                        if received.staged is not None:
+                            raise invalid_request("send exactly one 'file' part")
+                        received.file_name = file_name
+                        received.staged = await run_in_threadpool(stage)
+                    elif current in received.fields or current not in limits.text_fields:
+                        allowed = ", ".join(sorted(limits.text_fields | {FILE_FIELD}))
+                        raise invalid_request(
+                            f"unexpected or repeated form field {current!r}; allowed: {allowed}"
+                        )
+                    field_value.clear()
+                elif kind == "data" and current == FILE_FIELD:
+                    buffer.extend(value)  # type: ignore[arg-type]
+                    assert received.staged is not None
+                    if received.staged.size + len(buffer) > limits.max_file_bytes:
+                        raise payload_too_large(
+                            f"file is larger than the {limits.max_file_bytes}-byte limit"
+                        )
+                    if len(buffer) >= WRITE_BUFFER_BYTES:
+                        await flush()
+                elif kind == "data":
+                    field_value.extend(value)  # type: ignore[arg-type]
+                    if len(field_value) > limits.max_field_bytes:
+                        raise payload_too_large(
+                            f"form field {current!r} is larger than {limits.max_field_bytes} bytes"
+                        )
+                elif kind == "end" and current == FILE_FIELD:
+                    await flush()
+                elif kind == "end" and current is not None:
+                    received.fields[current] = _decode_text(current, field_value)
+            recorder.events.clear()
+        parser.finalize()
+    except MultipartParseError as error:
+        raise malformed_request(f"malformed multipart body: {error}") from None
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client closed the connection") from None
+    if not recorder.finished:
+        raise malformed_request("multipart body ended before its closing boundary")
+
+
+def _describe_part(headers: dict[bytes, bytes]) -> tuple[str, str | None]:
+    """(form field name, file name or None) from a part's Content-Disposition."""
+    disposition, params = parse_options_header(headers.get(b"content-disposition", b""))
+    if disposition != b"form-data" or b"name" not in params:
+        raise malformed_request("every part needs 'Content-Disposition: form-data; name=...'")
+    name = params[b"name"].decode("utf-8", "replace")
+    if b"filename" not in params:
+        if name == FILE_FIELD:
+            raise invalid_request(f"the '{FILE_FIELD}' part must be a file (with a filename)")
+        return name, None
+    if name != FILE_FIELD:
+        raise invalid_request(f"files go in the '{FILE_FIELD}' field, not {name!r}")
+    raw = params[b"filename"]
+    try:
+        return name, raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return name, raw.decode("latin-1")
+
+
+def _decode_text(name: str, value: bytearray) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_request(f"form field {name!r} is not UTF-8 text") from None

@@ -1,0 +1,86 @@
+"""The `kmflow` command."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from app import __version__
+from app.config import ConfigError, load_settings
+from app.storage.errors import BackendNotInstalled
+from app.storage.registry import backend_class
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except (ConfigError, BackendNotInstalled) as error:
+        print(f"kmflow: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kmflow",
+        description="Evidence storage service. Configured by environment variables "
+        "(see README); STORAGE_BACKEND picks local, delta or databricks.",
+    )
+    parser.add_argument("--version", action="version", version=f"kmflow {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", help="bind address (default: API_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: API_PORT, 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: API_WORKERS, 1)")
+    serve.set_defaults(handler=run_serve)
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("api_host", args.host),
+            ("api_port", args.port),
+            ("api_workers", args.workers),
+        )
+        if value is not None
+    }
+    settings = load_settings(**overrides)
+    backend_class(settings.storage_backend)  # a missing optional package fails here, clearly
+    # Worker processes build their own Settings from the environment: hand them the flags.
+    os.environ["API_HOST"] = settings.api_host
+    os.environ["API_PORT"] = str(settings.api_port)
+    os.environ["API_WORKERS"] = str(settings.api_workers)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=logging_config(),
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def logging_config() -> dict[str, Any]:
+    """uvicorn's own logging, plus the `app` loggers through the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+if __name__ == "__main__":
+    sys.exit(main())

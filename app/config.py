@@ -1,0 +1,113 @@
+"""Every setting kmflow reads, from environment variables and an optional `.env` file.
+
+Settings are built in `create_app` / the CLI, never at import time, so tests and each uvicorn
+worker get their own. Unsafe combinations are refused here, before anything starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BackendName = Literal["local", "delta", "databricks"]
+
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    storage_backend: BackendName = "local"
+
+    # Local backend and the process-local state every backend needs (staging, queues).
+    local_storage_path: Path = Path("./evidence_store")
+    state_path: Path = Path("./kmflow_state")
+
+    # Databricks backend (names and defaults from the operator runbook).
+    databricks_host: str | None = None
+    databricks_token: SecretStr | None = None
+    databricks_catalog: str = "kmflow"
+    databricks_schema: str = "evidence"
+    databricks_volume: str = "raw_evidence"
+    databricks_warehouse_id: str | None = None
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_upload_bytes: int = Field(default=5 * 1024 * MIB, ge=1)
+    max_metadata_bytes: int = Field(default=64 * 1024, ge=2, le=MIB)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in keys):
+            raise ValueError("every key must be at least 16 characters long")
+        return keys
+
+    @field_validator("databricks_host")
+    @classmethod
+    def _host_is_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be a URL starting with https://")
+        return value or None
+
+    @model_validator(mode="after")
+    def _refuse_open_service_off_loopback(self) -> Settings:
+        if not self.api_keys and not is_loopback(self.api_host):
+            raise ValueError(
+                f"API_KEYS is empty but API_HOST={self.api_host} is not a loopback address: "
+                "set API_KEYS to serve beyond this machine"
+            )
+        return self
+
+    @property
+    def auth_mode(self) -> Literal["api_keys", "open_loopback"]:
+        return "api_keys" if self.api_keys else "open_loopback"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's multi-line report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"] if isinstance(part, str)).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if name:
+            problems.append(f"{name}: {message}")
+        else:
+            problems.append(message)
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,1 @@
+"""Domain models the runbook names."""

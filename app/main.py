@@ -1,0 +1,57 @@
+"""The ASGI application: `create_app(settings)` builds everything; nothing happens at import.
+
+uvicorn runs it as a factory (`app.main:create_app`), so every worker process reads the
+settings and builds its own backend in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.routes import evidence, health
+from app.config import Settings, load_settings
+from app.storage.base import StorageBackend
+from app.storage.registry import create_backend
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class AppState(TypedDict):
+    storage: StorageBackend
+    settings: Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        storage = await run_in_threadpool(create_backend, settings)
+        logger.info("kmflow %s serving with STORAGE_BACKEND=%s", __version__, storage.name)
+        if settings.auth_mode == "open_loopback":
+            logger.warning("API_KEYS is empty: evidence routes are open, served on loopback only")
+        try:
+            yield {"storage": storage, "settings": settings}
+        finally:
+            await run_in_threadpool(storage.close)
+
+    app = FastAPI(
+        title="kmflow",
+        version=__version__,
+        summary="Evidence storage with full provenance.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(evidence.router, prefix=API_PREFIX)
+    return app

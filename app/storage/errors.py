@@ -1,0 +1,31 @@
+"""Domain errors raised by backends; `app.api.errors` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error a backend raises on purpose."""
+
+
+class InvalidInput(StorageError):
+    """A name, id or value the client sent cannot be accepted as given."""
+
+
+class EvidenceNotFound(StorageError):
+    """No record with that id in that engagement."""
+
+
+class InvalidCursor(InvalidInput):
+    """A pagination cursor that this service did not issue."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached now; retrying later may succeed."""
+
+
+class StorageMisconfigured(StorageError):
+    """The backend's target is missing or refuses us; an operator must act."""
+
+
+class BackendNotInstalled(ImportError):
+    """The optional package a backend needs is not installed."""

@@ -1,0 +1,67 @@
+"""Backend name -> implementation, imported only when chosen.
+
+The missing-extra error is born here, once: choosing a backend whose optional package is not
+installed fails at startup with the install command, not at the first request.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, get_args
+
+from app.config import BackendName, ConfigError, Settings
+from app.storage.errors import BackendNotInstalled
+
+if TYPE_CHECKING:
+    from app.storage.base import StorageBackend
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    target: str  # "module:Class"
+    package: str | None = None  # the distribution the optional extra installs
+    module_root: str | None = None  # its top-level import name
+    extra: str | None = None
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "local": BackendSpec("app.storage.local:LocalBackend"),
+    "delta": BackendSpec("app.storage.delta:DeltaLakeBackend", "deltalake", "deltalake", "delta"),
+    "databricks": BackendSpec(
+        "app.storage.databricks:DatabricksBackend", "databricks-sdk", "databricks", "databricks"
+    ),
+}
+
+assert set(BACKENDS) == set(get_args(BackendName))
+
+
+def backend_class(name: str) -> type[StorageBackend]:
+    spec = BACKENDS.get(name)
+    if spec is None:
+        valid = ", ".join(BACKENDS)
+        raise ConfigError(f"STORAGE_BACKEND: unknown backend {name!r}; valid: {valid}")
+    module_name, class_name = spec.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        root = (error.name or "").split(".")[0]
+        if spec.module_root and root == spec.module_root:
+            raise BackendNotInstalled(
+                f"{spec.package} is required for STORAGE_BACKEND={name}: "
+                f"pip install 'kmflow[{spec.extra}]'"
+            ) from error
+        raise
+    cls: type[StorageBackend] = getattr(module, class_name)
+    return cls
+
+
+def create_backend(settings: Settings) -> StorageBackend:
+    """Build the backend `STORAGE_BACKEND` names; called once, in the app's lifespan."""
+    backend = backend_class(settings.storage_backend).from_settings(settings)
+    try:
+        backend.startup()
+    except BaseException:
+        backend.close()
+        raise
+    return backend

@@ -1,0 +1,146 @@
+"""The local backend's embedded metadata index: SQLite in WAL mode, one connection per thread.
+
+Besides `evidence_metadata` (the runbook's columns) it keeps `write_intents`: a row is added
+before a committed file is moved into the store and removed, in the same transaction that adds
+the record, after. A crash in between leaves an intent naming a file that no record points at;
+startup removes that file, so the store never holds unindexed evidence.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from app.storage.base import EvidenceRecord, RecordPage
+from app.storage.pagination import decode_cursor, encode_cursor
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS evidence_metadata (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    engagement_id  TEXT    NOT NULL,
+    file_name      TEXT    NOT NULL,
+    volume_path    TEXT    NOT NULL,
+    content_hash   TEXT    NOT NULL,
+    size_bytes     INTEGER NOT NULL,
+    stored_at      TEXT    NOT NULL,
+    metadata_json  TEXT
+);
+CREATE INDEX IF NOT EXISTS evidence_by_engagement
+    ON evidence_metadata (engagement_id, stored_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS write_intents (
+    id     TEXT NOT NULL PRIMARY KEY,
+    path   TEXT NOT NULL,
+    owner  TEXT NOT NULL
+);
+"""
+
+COLUMNS = (
+    "id, engagement_id, file_name, volume_path, content_hash, size_bytes, stored_at, metadata_json"
+)
+
+
+class SqliteIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._connection().executescript(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed row survives power loss, which a 201 promises.
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def add_intent(self, evidence_id: str, path: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO write_intents (id, path, owner) VALUES (?, ?, ?)",
+                (evidence_id, path, owner),
+            )
+
+    def drop_intent(self, evidence_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM write_intents WHERE id = ?", (evidence_id,))
+
+    def intents(self) -> list[tuple[str, str, str]]:
+        rows = self._connection().execute("SELECT id, path, owner FROM write_intents")
+        return [(row["id"], row["path"], row["owner"]) for row in rows]
+
+    def insert_completing_intent(self, record: EvidenceRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO evidence_metadata ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    record.id,
+                    record.engagement_id,
+                    record.file_name,
+                    record.volume_path,
+                    record.content_hash,
+                    record.size_bytes,
+                    record.stored_at,
+                    record.metadata_json,
+                ),
+            )
+            db.execute("DELETE FROM write_intents WHERE id = ?", (record.id,))
+
+    def get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
+        row = (
+            self._connection()
+            .execute(
+                f"SELECT {COLUMNS} FROM evidence_metadata WHERE id = ? AND engagement_id = ?",  # noqa: S608
+                (evidence_id, engagement_id),
+            )
+            .fetchone()
+        )
+        return EvidenceRecord(**dict(row)) if row else None
+
+    def page(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+        query = f"SELECT {COLUMNS} FROM evidence_metadata WHERE engagement_id = ?"  # noqa: S608
+        params: list[object] = [engagement_id]
+        if cursor is not None:
+            stored_at, evidence_id = decode_cursor(cursor)
+            query += " AND (stored_at, id) < (?, ?)"
+            params += [stored_at, evidence_id]
+        query += " ORDER BY stored_at DESC, id DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = self._connection().execute(query, params).fetchall()
+        items = [EvidenceRecord(**dict(row)) for row in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
+        return RecordPage(items=items, next_cursor=next_cursor)
+
+    def ping(self) -> None:
+        self._connection().execute("SELECT 1 FROM evidence_metadata LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        with self._all_lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,124 @@
+"""Local files that uploads stream into before a backend commits them, and their cleanup.
+
+Each process (every uvicorn worker, every script) owns one directory under the staging root
+and holds an exclusive `flock` on `<owner>.lock` for as long as it lives. The kernel drops the
+lock when the process dies, however it dies, so a sweeper can tell a crashed owner's leftovers
+from a live neighbour's in-flight uploads without clocks or pid files: it removes only what
+belongs to owners whose lock it can take. Other state kept per owner (the local backend's
+write intents) uses the same test, `owner_is_alive`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+LOCK_SUFFIX = ".lock"
+
+
+class StagedFile:
+    """A write-once local file that computes its SHA-256 and size while it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None:
+            raise ValueError("staged file is closed")
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    @property
+    def content_hash(self) -> str:
+        return self._hash.hexdigest()
+
+    def seal(self) -> None:
+        """Flush the bytes to stable storage; no more writes after this."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Close and remove the file if it is still here (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)
+
+
+class StagingArea:
+    """One process's staging directory under a shared root. See the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Lock first, directory second: a sweeper never sees a directory whose owner has
+        # not taken its lock yet.
+        self._lock_fd: int | None = os.open(
+            root / f"{self.owner}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600
+        )
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.directory = root / self.owner
+        self.directory.mkdir()
+
+    def new_file(self) -> StagedFile:
+        return StagedFile(self.directory / f"{uuid.uuid4().hex}.part")
+
+    def sweep_stale(self) -> int:
+        """Remove the directories of dead owners; returns how many files were removed."""
+        removed = 0
+        for entry in self.root.iterdir():
+            owner = entry.name.removesuffix(LOCK_SUFFIX)
+            if owner == self.owner or not entry.is_dir():
+                continue
+            if owner_is_alive(self.root, owner):
+                continue
+            removed += sum(1 for child in entry.rglob("*") if child.is_file())
+            shutil.rmtree(entry, ignore_errors=True)
+            (self.root / f"{owner}{LOCK_SUFFIX}").unlink(missing_ok=True)
+        for lock in self.root.glob(f"*{LOCK_SUFFIX}"):
+            owner = lock.name.removesuffix(LOCK_SUFFIX)
+            if not (self.root / owner).exists() and not owner_is_alive(self.root, owner):
+                lock.unlink(missing_ok=True)
+        if removed:
+            logger.info("removed %d leftover file(s) of interrupted uploads", removed)
+        return removed
+
+    def close(self) -> None:
+        if self._lock_fd is None:
+            return
+        shutil.rmtree(self.directory, ignore_errors=True)
+        (self.root / f"{self.owner}{LOCK_SUFFIX}").unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+def owner_is_alive(root: Path, owner: str) -> bool:
+    """True while the process that created `owner` still holds its lock."""
+    try:
+        fd = os.open(root / f"{owner}{LOCK_SUFFIX}", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
