@@ -63,6 +63,13 @@ class Settings(BaseSettings):
             raise ValueError("every key must be at least 16 characters long")
         return keys
 
+    @field_validator(
+        "databricks_host", "databricks_token", "databricks_warehouse_id", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("databricks_host")
     @classmethod
     def _host_is_url(cls, value: str | None) -> str | None:

@@ -1,0 +1,73 @@
+"""Shared fixtures. The API suite runs once per backend in BACKENDS, unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.live_server import LiveServer
+
+BACKENDS = ["local"]
+
+API_KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def backend_env(backend_name: str, tmp_path: Path) -> dict[str, str]:
+    """Environment variables that select and configure one backend in a fresh place."""
+    return {
+        "STORAGE_BACKEND": backend_name,
+        "LOCAL_STORAGE_PATH": str(tmp_path / "evidence_store"),
+        "STATE_PATH": str(tmp_path / "kmflow_state"),
+    }
+
+
+def settings_from_env(env: dict[str, str], **overrides: object) -> Settings:
+    values = {name.lower(): value for name, value in env.items()} | overrides
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(backend_env: dict[str, str]) -> Iterator[ClientFactory]:
+    """Build an in-process client (lifespan included) with settings overrides."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        client = TestClient(create_app(settings_from_env(backend_env, **overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: ClientFactory) -> TestClient:
+    """The API with API keys on, as a deployment runs it."""
+    client = make_client(api_keys=API_KEY)
+    client.headers.update(AUTH)
+    return client
+
+
+@pytest.fixture
+def live_server(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer({**backend_env, "API_KEYS": API_KEY}, cwd=tmp_path)
+    yield server
+    server.stop()

@@ -1,0 +1,81 @@
+"""`kmflow` as an operator runs it: real subprocesses, real exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_server import LiveServer, free_port
+
+
+def run_kmflow(
+    args: list[str], env: dict[str, str], cwd: Path, prelude: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`kmflow ARGS` in a fresh interpreter; `prelude` runs first (to hide a package)."""
+    code = f"{prelude}\nimport sys\nfrom app.cli import main\nsys.exit(main({args!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run_kmflow(["--help"], {}, tmp_path)
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+
+
+def test_unknown_backend_fails_at_startup_naming_the_valid_ones(tmp_path: Path) -> None:
+    result = run_kmflow(["serve", "--port", str(free_port())], {"STORAGE_BACKEND": "s3"}, tmp_path)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "STORAGE_BACKEND" in lines[0]
+    for name in ("local", "delta", "databricks"):
+        assert name in lines[0]
+
+
+def test_open_bind_beyond_loopback_is_refused(tmp_path: Path) -> None:
+    result = run_kmflow(["serve", "--host", "0.0.0.0"], {"API_KEYS": ""}, tmp_path)
+    assert result.returncode == 2
+    assert "API_KEYS" in result.stderr
+
+
+def test_storage_backend_alone_picks_the_backend(tmp_path: Path) -> None:
+    server = LiveServer({"STORAGE_BACKEND": "local"}, cwd=tmp_path)
+    try:
+        health = httpx.get(f"{server.url}/api/v1/health").json()
+    finally:
+        server.stop()
+    assert health["storage"] == "local"
+    assert (tmp_path / "evidence_store").is_dir()  # the default LOCAL_STORAGE_PATH
+
+
+@pytest.mark.slow
+def test_several_workers_share_one_store(tmp_path: Path) -> None:
+    server = LiveServer({}, cwd=tmp_path, workers=2)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            ids = {
+                http.post(
+                    "/api/v1/evidence/upload",
+                    data={"engagement_id": "W"},
+                    files={"file": (f"{n}.txt", f"{n}".encode())},
+                ).json()["id"]
+                for n in range(20)
+            }
+            listed = {item["id"] for item in http.get("/api/v1/evidence/W").json()["items"]}
+    finally:
+        server.stop()
+    assert len(ids) == 20
+    assert listed == ids
