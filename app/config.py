@@ -7,6 +7,7 @@ worker get their own. Unsafe combinations are refused here, before anything star
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 BackendName = Literal["local", "delta", "databricks"]
 
 MIB = 1024 * 1024
+# Unity Catalog object names kmflow accepts: they are quoted with backticks in SQL, never bound.
+_UC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,254}")
 
 
 class ConfigError(Exception):
@@ -40,6 +43,14 @@ class Settings(BaseSettings):
     databricks_schema: str = "evidence"
     databricks_volume: str = "raw_evidence"
     databricks_warehouse_id: str | None = None
+    # How long one SQL statement may run (waiting, then polling) before kmflow gives up on it;
+    # an upload whose metadata insert gives up still succeeds: the row waits in the outbox.
+    databricks_statement_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # The SDK's own retry budget for 429/503 and connection errors, and its per-request timeout.
+    databricks_retry_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    databricks_http_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    # How often queued metadata rows are retried while the warehouse does not answer.
+    databricks_outbox_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     # HTTP API.
     api_host: str = "127.0.0.1"
@@ -69,6 +80,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("databricks_catalog", "databricks_schema", "databricks_volume")
+    @classmethod
+    def _unity_catalog_name(cls, value: str) -> str:
+        if not _UC_NAME.fullmatch(value):
+            raise ValueError("must be 1-255 letters, digits, '_' or '-'")
+        return value
 
     @field_validator("databricks_host")
     @classmethod

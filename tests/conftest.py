@@ -12,7 +12,9 @@ from app.config import Settings
 from app.main import create_app
 from tests.live_server import LiveServer
 
-BACKENDS = ["local"]
+pytest_plugins = ["tests.datalake.workspace"]
+
+BACKENDS = ["local", "databricks"]
 
 API_KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -25,13 +27,18 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def backend_env(backend_name: str, tmp_path: Path) -> dict[str, str]:
+def backend_env(
+    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, str]:
     """Environment variables that select and configure one backend in a fresh place."""
-    return {
+    env = {
         "STORAGE_BACKEND": backend_name,
         "LOCAL_STORAGE_PATH": str(tmp_path / "evidence_store"),
         "STATE_PATH": str(tmp_path / "kmflow_state"),
     }
+    if backend_name == "databricks":
+        env |= request.getfixturevalue("databricks_env")
+    return env
 
 
 def settings_from_env(env: dict[str, str], **overrides: object) -> Settings:

@@ -45,6 +45,24 @@ def test_unknown_backend_fails_at_startup_naming_the_valid_ones(tmp_path: Path) 
         assert name in lines[0]
 
 
+def test_a_missing_optional_package_fails_at_startup_with_the_install_command(
+    tmp_path: Path,
+) -> None:
+    hide_sdk = "import sys; sys.modules['databricks'] = None  # as if not installed"
+    result = run_kmflow(
+        ["serve", "--port", str(free_port())],
+        {"STORAGE_BACKEND": "databricks"},
+        tmp_path,
+        prelude=hide_sdk,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "kmflow: databricks-sdk is required for STORAGE_BACKEND=databricks: "
+        "pip install 'kmflow[databricks]'"
+    )
+
+
 def test_open_bind_beyond_loopback_is_refused(tmp_path: Path) -> None:
     result = run_kmflow(["serve", "--host", "0.0.0.0"], {"API_KEYS": ""}, tmp_path)
     assert result.returncode == 2

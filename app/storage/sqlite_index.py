@@ -8,14 +8,11 @@ startup removes that file, so the store never holds unindexed evidence.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord, RecordPage
 from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evidence_metadata (
@@ -44,56 +41,25 @@ COLUMNS = (
 
 class SqliteIndex:
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._connection().executescript(SCHEMA)
-
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed row survives power loss, which a 201 promises.
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
-        return db
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self.db = SqliteDatabase(path, SCHEMA)
 
     def add_intent(self, evidence_id: str, path: str, owner: str) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             db.execute(
                 "INSERT INTO write_intents (id, path, owner) VALUES (?, ?, ?)",
                 (evidence_id, path, owner),
             )
 
     def drop_intent(self, evidence_id: str) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             db.execute("DELETE FROM write_intents WHERE id = ?", (evidence_id,))
 
     def intents(self) -> list[tuple[str, str, str]]:
-        rows = self._connection().execute("SELECT id, path, owner FROM write_intents")
+        rows = self.db.connection().execute("SELECT id, path, owner FROM write_intents")
         return [(row["id"], row["path"], row["owner"]) for row in rows]
 
     def insert_completing_intent(self, record: EvidenceRecord) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             db.execute(
                 f"INSERT INTO evidence_metadata ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 (
@@ -111,7 +77,7 @@ class SqliteIndex:
 
     def get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         row = (
-            self._connection()
+            self.db.connection()
             .execute(
                 f"SELECT {COLUMNS} FROM evidence_metadata WHERE id = ? AND engagement_id = ?",  # noqa: S608
                 (evidence_id, engagement_id),
@@ -129,18 +95,14 @@ class SqliteIndex:
             params += [stored_at, evidence_id]
         query += " ORDER BY stored_at DESC, id DESC LIMIT ?"
         params.append(limit + 1)
-        rows = self._connection().execute(query, params).fetchall()
+        rows = self.db.connection().execute(query, params).fetchall()
         items = [EvidenceRecord(**dict(row)) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
         return RecordPage(items=items, next_cursor=next_cursor)
 
     def ping(self) -> None:
-        self._connection().execute("SELECT 1 FROM evidence_metadata LIMIT 1").fetchall()
+        self.db.connection().execute("SELECT 1 FROM evidence_metadata LIMIT 1").fetchall()
 
     def close(self) -> None:
-        with self._all_lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+        self.db.close()

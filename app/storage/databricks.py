@@ -1,0 +1,347 @@
+"""Evidence in Unity Catalog Volumes, tracked in the `evidence_metadata` Delta table.
+
+Files: `/Volumes/{catalog}/{schema}/{volume}/evidence_store/{engagement_id}/{id}_{slug}`,
+uploaded from the staged local file (seekable, so the SDK streams it; parts and parallelism
+are capped so memory stays bounded), never overwriting. Rows: one idempotent MERGE per write
+through the SQL Statement Execution API. If the warehouse cannot take the row, the upload still
+succeeds and the row waits in a durable local outbox that a background thread drains as soon
+as the warehouse answers, also after a restart. Records still in the outbox are served from it,
+so an acknowledged upload is always listed by the replica that took it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+import requests
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
+from databricks.sdk.errors import NotFound, PermissionDenied, Unauthenticated
+from databricks.sdk.errors.base import DatabricksError
+
+from app.config import Settings
+from app.storage.base import (
+    BackendHealth,
+    EvidenceRecord,
+    RecordPage,
+    StorageBackend,
+    utc_timestamp,
+)
+from app.storage.databricks_sql import (
+    COLUMNS,
+    StatementRunner,
+    create_table_statement,
+    merge_rows_statement,
+    quote_name,
+    record_from_row,
+)
+from app.storage.errors import StorageError, StorageMisconfigured, StorageUnavailable
+from app.storage.names import new_evidence_id, stored_file_name
+from app.storage.outbox import MetadataOutbox
+from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.staging import StagedFile, owner_is_alive
+
+logger = logging.getLogger(__name__)
+
+VOLUME_DIRECTORY = "evidence_store"
+# Multipart uploads (real workspaces, files >= 50 MiB) hold about part size x parallelism in
+# memory; the SDK's defaults would allow 10 parts of up to 500 MiB in flight.
+UPLOAD_PART_BYTES = 16 * 1024 * 1024
+UPLOAD_PARALLELISM = 2
+OUTBOX_BATCH = 100
+_TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
+
+
+class DatabricksBackend(StorageBackend):
+    name = "databricks"
+
+    def __init__(self, settings: Settings, client: WorkspaceClient) -> None:
+        super().__init__(staging_root=settings.state_path.resolve() / "staging")
+        catalog = settings.databricks_catalog
+        schema = settings.databricks_schema
+        volume = settings.databricks_volume
+        self.volume_name = f"{catalog}.{schema}.{volume}"
+        self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
+        self.table = quote_name(catalog, schema, "evidence_metadata")
+        self.client = client
+        self.sql = StatementRunner(
+            client, settings.databricks_warehouse_id, settings.databricks_statement_timeout_seconds
+        )
+        self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
+        self._retry_seconds = settings.databricks_outbox_retry_seconds
+        self._table_ready = False
+        self._delivering = threading.Lock()
+        self._warehouse_answering = True
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._deliverer = threading.Thread(
+            target=self._deliver_forever, name="kmflow-outbox", daemon=True
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabricksBackend:
+        return cls(settings, workspace_client(settings))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        super().startup()
+        self._remove_interrupted_uploads()
+        try:
+            self._ensure_table()
+        except StorageUnavailable as error:
+            logger.warning("evidence_metadata not checked yet (will retry): %s", error)
+        try:
+            self.client.volumes.read(self.volume_name)
+        except _TRANSPORT_ERRORS as error:
+            logger.error("%s", self._files_error(error, "WRITE VOLUME"))
+        self._deliverer.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._deliverer.is_alive():
+            self._deliverer.join(timeout=30)
+        self.outbox.close()
+        super().close()
+
+    def _remove_interrupted_uploads(self) -> None:
+        """Files of uploads that never got their 201 (the process died mid-way) are removed."""
+        for record, owner in self.outbox.uploads_in_flight():
+            if owner_is_alive(self._staging.root, owner):
+                continue
+            try:
+                self.client.files.delete(record.volume_path)
+            except NotFound:
+                pass
+            except _TRANSPORT_ERRORS as error:
+                logger.warning("cannot remove interrupted upload %s yet: %s", record.id, error)
+                continue
+            self.outbox.remove([record.id])
+            logger.info("removed the file of an interrupted upload: %s", record.volume_path)
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def _commit(
+        self, staged: StagedFile, engagement_id: str, file_name: str, metadata_json: str | None
+    ) -> EvidenceRecord:
+        evidence_id = new_evidence_id()
+        record = EvidenceRecord(
+            id=evidence_id,
+            engagement_id=engagement_id,
+            file_name=file_name,
+            volume_path=f"{self.root}/{engagement_id}/{stored_file_name(evidence_id, file_name)}",
+            content_hash=staged.content_hash,
+            size_bytes=staged.size,
+            stored_at=utc_timestamp(),
+            metadata_json=metadata_json,
+        )
+        self.outbox.begin_upload(record, self._staging.owner)
+        try:
+            self._upload(staged.path, record.volume_path)
+        except BaseException:
+            self._forget_failed_upload(record)
+            raise
+        record = record.model_copy(update={"stored_at": utc_timestamp()})
+        self.outbox.mark_queued(record)
+        if self._warehouse_answering:
+            self._deliver([record])
+        else:
+            self._wake.set()
+        return record
+
+    def _upload(self, local_path: Path, volume_path: str) -> None:
+        try:
+            self.client.files.upload_from(
+                volume_path,
+                str(local_path),
+                overwrite=False,
+                part_size=UPLOAD_PART_BYTES,
+                use_parallel=True,
+                parallelism=UPLOAD_PARALLELISM,
+            )
+        except _TRANSPORT_ERRORS as error:
+            raise self._files_error(error, "WRITE VOLUME") from error
+        except TypeError as error:
+            # databricks-sdk 0.162 raises TypeError while logging a non-JSON error answer to a
+            # streamed upload (a proxy's HTML page, say): it is still a failed request.
+            raise StorageUnavailable(f"Databricks Files API upload failed: {error}") from error
+
+    def _forget_failed_upload(self, record: EvidenceRecord) -> None:
+        """A failed upload may still have left a file (a timeout after the server stored it)."""
+        try:
+            self.client.files.delete(record.volume_path)
+        except NotFound:
+            pass
+        except _TRANSPORT_ERRORS as error:
+            logger.warning("left the outbox entry of %s for startup cleanup: %s", record.id, error)
+            return
+        self.outbox.remove([record.id])
+
+    # -- metadata delivery -----------------------------------------------------------------------
+
+    def _ensure_table(self) -> None:
+        if not self._table_ready:
+            self.sql.run(create_table_statement(self.table))
+            self._table_ready = True
+
+    def _deliver(self, records: list[EvidenceRecord]) -> bool:
+        """MERGE the rows; on failure they stay in the outbox for the background thread."""
+        ids = [record.id for record in records]
+        try:
+            self._ensure_table()
+            statement, params = merge_rows_statement(self.table, records)
+            self.sql.run(statement, params)
+        except StorageError as error:  # never fail an upload whose file is already safe
+            if self._warehouse_answering:
+                logger.warning("metadata rows queued, warehouse not answering: %s", error)
+            self._warehouse_answering = False
+            self.outbox.record_failure(ids, str(error))
+            self._wake.set()
+            return False
+        self.outbox.remove(ids)
+        if not self._warehouse_answering:
+            logger.info("warehouse answering again; delivering queued metadata rows")
+        self._warehouse_answering = True
+        return True
+
+    def deliver_outbox(self) -> int:
+        """Deliver every queued row now; returns how many are still waiting."""
+        with self._delivering:
+            while batch := self.outbox.queued(OUTBOX_BATCH):
+                if not self._deliver(batch):
+                    break
+        return self.outbox.stats()[0]
+
+    def _deliver_forever(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._retry_seconds)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.deliver_outbox()
+            except StorageError as error:  # keep the thread alive; the rows stay queued
+                logger.error("metadata outbox delivery failed: %s", error)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def _select(
+        self, where: str, params: dict[str, str | int | None], limit: int
+    ) -> list[EvidenceRecord]:
+        # Only quoted names, fixed text and an int are formatted in; values are parameters.
+        sql = (
+            f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {where} "  # noqa: S608
+            f"ORDER BY stored_at DESC, id DESC LIMIT {int(limit)}"
+        )
+        return [record_from_row(row) for row in self.sql.run(sql, params)]
+
+    def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
+        for record in self.outbox.queued_for(engagement_id):
+            if record.id == evidence_id:
+                return record
+        rows = self._select(
+            "id = :id AND engagement_id = :engagement_id",
+            {"id": evidence_id, "engagement_id": engagement_id},
+            1,
+        )
+        return rows[0] if rows else None
+
+    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+        where = "engagement_id = :engagement_id"
+        params: dict[str, str | int | None] = {"engagement_id": engagement_id}
+        pending = self.outbox.queued_for(engagement_id)
+        if cursor is not None:
+            stored_at, last_id = decode_cursor(cursor)
+            where += " AND (stored_at < :stored_at OR (stored_at = :stored_at AND id < :id))"
+            params |= {"stored_at": stored_at, "id": last_id}
+            pending = [r for r in pending if (r.stored_at, r.id) < (stored_at, last_id)]
+        merged = {record.id: record for record in self._select(where, params, limit + 1)}
+        merged |= {record.id: record for record in pending}
+        ordered = sorted(merged.values(), key=lambda r: (r.stored_at, r.id), reverse=True)
+        items = ordered[:limit]
+        more = len(ordered) > limit
+        return RecordPage(
+            items=items,
+            next_cursor=encode_cursor(items[-1].stored_at, items[-1].id) if more else None,
+        )
+
+    def _open(self, record: EvidenceRecord) -> BinaryIO:
+        if not record.volume_path.startswith(self.root + "/"):
+            raise StorageMisconfigured(f"record {record.id} points outside {self.root}")
+        try:
+            contents = self.client.files.download(record.volume_path).contents
+        except _TRANSPORT_ERRORS as error:
+            raise self._files_error(error, "READ VOLUME") from error
+        if contents is None:
+            raise StorageUnavailable(f"Databricks returned no content for {record.id}")
+        return contents
+
+    # -- health and errors -------------------------------------------------------------------------
+
+    def check(self) -> BackendHealth:
+        pending, last_error = self.outbox.stats()
+        details: dict[str, object] = {
+            "volume": self.volume_name,
+            "pending_metadata_rows": pending,
+        }
+        if last_error:
+            details["last_metadata_error"] = last_error
+        try:
+            self.client.volumes.read(self.volume_name)
+            volume_reachable = True
+        except _TRANSPORT_ERRORS as error:
+            volume_reachable = False
+            details["volume_error"] = str(self._files_error(error, "READ VOLUME"))
+        details["volume_reachable"] = volume_reachable
+        try:
+            details["warehouse_id"] = self.sql.warehouse_id()
+            state = self.sql.warehouse_state()
+            details["warehouse_state"] = state
+            details["warehouse_reachable"] = state == "RUNNING"
+        except (StorageError, *_TRANSPORT_ERRORS) as error:
+            details["warehouse_reachable"] = False
+            details["warehouse_error"] = str(error)
+        return BackendHealth(reachable=volume_reachable, details=details)
+
+    def _files_error(self, error: Exception, privilege: str) -> StorageError:
+        """The runbook's troubleshooting cases as messages an operator can act on."""
+        if isinstance(error, NotFound):
+            return StorageMisconfigured(
+                f"Unity Catalog volume {self.volume_name} or the file does not exist "
+                f"(RESOURCE_DOES_NOT_EXIST). If the volume is missing, create it: "
+                f"CREATE VOLUME IF NOT EXISTS {self.volume_name};"
+            )
+        if isinstance(error, PermissionDenied):
+            return StorageMisconfigured(
+                f"PERMISSION_DENIED: the service principal lacks {privilege} on volume "
+                f"{self.volume_name}. Grant it: GRANT {privilege} ON VOLUME {self.volume_name} "
+                "TO `kmflow-api`;"
+            )
+        if isinstance(error, Unauthenticated):
+            return StorageMisconfigured(
+                "Databricks rejected kmflow's credentials: check DATABRICKS_TOKEN"
+            )
+        return StorageUnavailable(f"Databricks Files API unavailable: {error}")
+
+
+def workspace_client(settings: Settings) -> WorkspaceClient:
+    """A client from DATABRICKS_HOST/DATABRICKS_TOKEN, or the SDK's own credential chain."""
+    token = settings.databricks_token.get_secret_value() if settings.databricks_token else None
+    try:
+        config = Config(
+            host=settings.databricks_host,
+            token=token,
+            retry_timeout_seconds=settings.databricks_retry_timeout_seconds,
+            http_timeout_seconds=settings.databricks_http_timeout_seconds,
+        )
+    except ValueError as error:
+        message = str(error).replace(token, "***") if token else str(error)
+        raise StorageMisconfigured(
+            "cannot configure Databricks authentication: set DATABRICKS_HOST and "
+            f"DATABRICKS_TOKEN, or a profile the SDK can use ({message.splitlines()[0]})"
+        ) from None
+    return WorkspaceClient(config=config)

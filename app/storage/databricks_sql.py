@@ -1,0 +1,219 @@
+"""SQL against a Databricks SQL warehouse through the Statement Execution API.
+
+Values always travel as named parameter markers (`:name`), never inside the SQL text; the only
+things formatted into SQL are backtick-quoted Unity Catalog names validated by `Settings`,
+marker names this module makes up, and page sizes that are Python ints.
+
+A statement can end three ways besides success, and each is handled: the SDK raises (HTTP
+errors, after its own retries of 429/503), the API answers 200 with `status.state = FAILED`,
+or the statement is still PENDING/RUNNING when `wait_timeout` ends: then it is polled until it
+finishes or kmflow's own deadline passes, and then cancelled. PENDING is never taken for done
+or for failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.errors import BadRequest, NotFound, PermissionDenied
+from databricks.sdk.errors.base import DatabricksError
+from databricks.sdk.service.sql import (
+    ExecuteStatementRequestOnWaitTimeout,
+    State,
+    StatementParameterListItem,
+    StatementResponse,
+    StatementState,
+)
+
+from app.storage.base import EvidenceRecord
+from app.storage.errors import StorageMisconfigured, StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "id",
+    "engagement_id",
+    "file_name",
+    "volume_path",
+    "content_hash",
+    "size_bytes",
+    "stored_at",
+    "metadata_json",
+)
+SqlValue = str | int | None
+
+_POLL_FIRST_SECONDS = 0.2
+_POLL_MAX_SECONDS = 2.0
+
+
+class StatementFailed(StorageUnavailable):
+    """The warehouse ran the statement and reported an error (syntax, permissions, ...)."""
+
+
+class WarehouseUnavailable(StorageUnavailable):
+    """No warehouse answered in time: stopped, starting, overloaded or unreachable."""
+
+
+def quote_name(*parts: str) -> str:
+    """`catalog`.`schema`.`table`, for names already validated by Settings."""
+    return ".".join("`" + part.replace("`", "``") + "`" for part in parts)
+
+
+def create_table_statement(table: str) -> str:
+    """The runbook's DDL for `evidence_metadata`, verbatim but for the table name."""
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    id             STRING        NOT NULL,
+    engagement_id  STRING        NOT NULL,
+    file_name      STRING        NOT NULL,
+    volume_path    STRING        NOT NULL,
+    content_hash   STRING        NOT NULL,
+    size_bytes     BIGINT        NOT NULL,
+    stored_at      STRING        NOT NULL,
+    metadata_json  STRING,
+    CONSTRAINT pk_evidence_metadata PRIMARY KEY (id)
+)
+USING DELTA"""
+
+
+def merge_rows_statement(
+    table: str, records: Sequence[EvidenceRecord]
+) -> tuple[str, dict[str, SqlValue]]:
+    """One MERGE that inserts the rows whose `id` is not in the table yet.
+
+    Idempotent by the primary key: a row delivered twice (a retry after a timeout, two
+    workers draining the same outbox) is inserted once.
+    """
+    selects = []
+    params: dict[str, SqlValue] = {}
+    for n, record in enumerate(records):
+        row = record.model_dump()
+        selects.append("SELECT " + ", ".join(f":{column}_{n} AS {column}" for column in COLUMNS))
+        params |= {f"{column}_{n}": row[column] for column in COLUMNS}
+    source = "\n    UNION ALL ".join(selects)
+    columns = ", ".join(COLUMNS)
+    values = ", ".join(f"s.{column}" for column in COLUMNS)
+    sql = (  # only quoted names and made-up marker names are formatted in
+        f"MERGE INTO {table} AS t\nUSING (\n    {source}\n) AS s\nON t.id = s.id\n"  # noqa: S608
+        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+    )
+    return sql, params
+
+
+def record_from_row(row: Sequence[Any]) -> EvidenceRecord:
+    """Real Databricks returns every value as a string; emulators may return native types."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["size_bytes"] = int(values["size_bytes"])
+    return EvidenceRecord(**values)
+
+
+class StatementRunner:
+    def __init__(self, client: WorkspaceClient, warehouse_id: str | None, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+        self._warehouse_id = warehouse_id
+        self._lock = threading.Lock()
+
+    def warehouse_id(self) -> str:
+        """The configured warehouse, or the one discovered on first use (then kept)."""
+        with self._lock:
+            if self._warehouse_id is None:
+                self._warehouse_id = self._discover_warehouse()
+            return self._warehouse_id
+
+    def _discover_warehouse(self) -> str:
+        try:
+            warehouses = list(self.client.warehouses.list())
+        except (DatabricksError, requests.RequestException, TimeoutError) as error:
+            raise WarehouseUnavailable(f"cannot list SQL warehouses: {error}") from error
+        if not warehouses:
+            raise WarehouseUnavailable(
+                "no SQL warehouse is visible to kmflow; set DATABRICKS_WAREHOUSE_ID"
+            )
+        running = [w for w in warehouses if w.state == State.RUNNING]
+        chosen = (running or warehouses)[0]
+        if chosen.id is None:
+            raise WarehouseUnavailable("the SQL warehouse list returned a warehouse without id")
+        logger.info("using SQL warehouse %s (%s)", chosen.id, chosen.name)
+        return chosen.id
+
+    def warehouse_state(self) -> str:
+        warehouse = self.client.warehouses.get(self.warehouse_id())
+        return warehouse.state.value if warehouse.state else "UNKNOWN"
+
+    def run(self, sql: str, params: Mapping[str, SqlValue] | None = None) -> list[list[Any]]:
+        """Run one statement to completion and return its rows (empty for DDL and DML)."""
+        deadline = time.monotonic() + self.timeout
+        wait = int(min(self.timeout, 50))
+        try:
+            response = self.client.statement_execution.execute_statement(
+                statement=sql,
+                warehouse_id=self.warehouse_id(),
+                parameters=[_parameter(name, value) for name, value in (params or {}).items()],
+                # The API accepts 0 (return at once) or 5-50 seconds.
+                wait_timeout=f"{wait}s" if wait >= 5 else "0s",
+                on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE,
+            )
+            response = self._until_finished(response, deadline)
+            return self._rows(response)
+        except (BadRequest, PermissionDenied, NotFound) as error:
+            raise StatementFailed(f"SQL statement refused: {error}") from error
+        except (DatabricksError, requests.RequestException, TimeoutError) as error:
+            raise WarehouseUnavailable(f"SQL warehouse did not answer: {error}") from error
+
+    def _until_finished(self, response: StatementResponse, deadline: float) -> StatementResponse:
+        pause = _POLL_FIRST_SECONDS
+        while _state(response) in (StatementState.PENDING, StatementState.RUNNING):
+            if time.monotonic() + pause > deadline:
+                self._cancel(response.statement_id)
+                raise WarehouseUnavailable(
+                    f"SQL statement still {_state(response).value} after {self.timeout:g}s "
+                    "(is the warehouse stopped or starting?)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX_SECONDS)
+            assert response.statement_id is not None
+            response = self.client.statement_execution.get_statement(response.statement_id)
+        state = _state(response)
+        if state != StatementState.SUCCEEDED:
+            error = response.status.error if response.status else None
+            code = error.error_code.value if error and error.error_code else "UNKNOWN"
+            message = error.message if error else "no error message"
+            raise StatementFailed(f"SQL statement {state.value}: {code}: {message}")
+        return response
+
+    def _cancel(self, statement_id: str | None) -> None:
+        if statement_id is None:
+            return
+        try:
+            self.client.statement_execution.cancel_execution(statement_id)
+        except (DatabricksError, requests.RequestException, TimeoutError) as error:
+            logger.warning("could not cancel SQL statement %s: %s", statement_id, error)
+
+    def _rows(self, response: StatementResponse) -> list[list[Any]]:
+        result = response.result
+        rows: list[list[Any]] = list((result.data_array if result else None) or [])
+        while result is not None and result.next_chunk_index is not None:
+            assert response.statement_id is not None
+            result = self.client.statement_execution.get_statement_result_chunk_n(
+                response.statement_id, result.next_chunk_index
+            )
+            rows += result.data_array or []
+        return rows
+
+
+def _state(response: StatementResponse) -> StatementState:
+    if response.status is None or response.status.state is None:
+        raise StorageMisconfigured("SQL statement response without a state")
+    return response.status.state
+
+
+def _parameter(name: str, value: SqlValue) -> StatementParameterListItem:
+    if isinstance(value, int):
+        return StatementParameterListItem(name=name, value=str(value), type="BIGINT")
+    return StatementParameterListItem(name=name, value=value, type="STRING")

@@ -1,0 +1,106 @@
+"""A durable local queue of `evidence_metadata` rows on their way to the Databricks table.
+
+The runbook calls the metadata insert "best effort"; kmflow does better. Before a file is
+uploaded to the Volume its row is recorded here as `uploading`; once the file is safe it becomes
+`queued`, and it leaves the queue only when the warehouse has confirmed the (idempotent) MERGE.
+So a stopped warehouse delays rows but never loses them, a restart resumes delivery, and an
+upload interrupted mid-way leaves an `uploading` row naming the file to remove at startup.
+SQLite (WAL, synchronous=FULL) in STATE_PATH, shared by the workers of one machine.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from app.storage.base import EvidenceRecord
+from app.storage.sqlite_db import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    engagement_id  TEXT    NOT NULL,
+    stored_at      TEXT    NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('uploading', 'queued')),
+    owner          TEXT    NOT NULL,
+    record_json    TEXT    NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_engagement ON outbox (engagement_id, state);
+"""
+
+
+class MetadataOutbox:
+    def __init__(self, path: Path) -> None:
+        self.db = SqliteDatabase(path, SCHEMA)
+
+    def begin_upload(self, record: EvidenceRecord, owner: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT INTO outbox (id, engagement_id, stored_at, state, owner, record_json)"
+                " VALUES (?, ?, ?, 'uploading', ?, ?)",
+                (record.id, record.engagement_id, record.stored_at, owner,
+                 record.model_dump_json()),
+            )  # fmt: skip
+
+    def mark_queued(self, record: EvidenceRecord) -> None:
+        """The file is safe in the Volume; from now on the row must reach the table."""
+        with self.db.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ? WHERE id = ?",
+                (record.stored_at, record.model_dump_json(), record.id),
+            )
+
+    def remove(self, evidence_ids: list[str]) -> None:
+        with self.db.transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in evidence_ids])
+
+    def record_failure(self, evidence_ids: list[str], error: str) -> None:
+        with self.db.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                [(error[:500], i) for i in evidence_ids],
+            )
+
+    def queued(self, limit: int) -> list[EvidenceRecord]:
+        rows = self.db.connection().execute(
+            "SELECT record_json FROM outbox WHERE state = 'queued' ORDER BY stored_at LIMIT ?",
+            (limit,),
+        )
+        return [EvidenceRecord.model_validate_json(row[0]) for row in rows]
+
+    def queued_for(self, engagement_id: str) -> list[EvidenceRecord]:
+        rows = self.db.connection().execute(
+            "SELECT record_json FROM outbox WHERE state = 'queued' AND engagement_id = ?",
+            (engagement_id,),
+        )
+        return [EvidenceRecord.model_validate_json(row[0]) for row in rows]
+
+    def uploads_in_flight(self) -> list[tuple[EvidenceRecord, str]]:
+        rows = self.db.connection().execute(
+            "SELECT record_json, owner FROM outbox WHERE state = 'uploading'"
+        )
+        return [(EvidenceRecord.model_validate_json(row[0]), row[1]) for row in rows]
+
+    def stats(self) -> tuple[int, str | None]:
+        """(rows waiting for the table, the most recent delivery error)."""
+        db = self.db.connection()
+        (count,) = db.execute("SELECT count(*) FROM outbox WHERE state = 'queued'").fetchone()
+        row = db.execute(
+            "SELECT last_error FROM outbox WHERE state = 'queued' AND last_error IS NOT NULL"
+            " LIMIT 1"
+        ).fetchone()
+        return int(count), (row[0] if row else None)
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        """For operators' scripts: True once every queued row has been delivered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats()[0] == 0:
+                return True
+            time.sleep(0.2)
+        return self.stats()[0] == 0
+
+    def close(self) -> None:
+        self.db.close()
