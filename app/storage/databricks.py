@@ -52,13 +52,16 @@ VOLUME_DIRECTORY = "evidence_store"
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
 UPLOAD_PARALLELISM = 2
 OUTBOX_BATCH = 100
+HEALTH_TIMEOUT_SECONDS = 5
 _TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
 
 
 class DatabricksBackend(StorageBackend):
     name = "databricks"
 
-    def __init__(self, settings: Settings, client: WorkspaceClient) -> None:
+    def __init__(
+        self, settings: Settings, client: WorkspaceClient, probe_client: WorkspaceClient
+    ) -> None:
         super().__init__(staging_root=settings.state_path.resolve() / "staging")
         catalog = settings.databricks_catalog
         schema = settings.databricks_schema
@@ -67,6 +70,7 @@ class DatabricksBackend(StorageBackend):
         self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
         self.table = quote_name(catalog, schema, "evidence_metadata")
         self.client = client
+        self.probe_client = probe_client  # short timeouts: health answers fast in an outage
         self.sql = StatementRunner(
             client, settings.databricks_warehouse_id, settings.databricks_statement_timeout_seconds
         )
@@ -83,7 +87,11 @@ class DatabricksBackend(StorageBackend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabricksBackend:
-        return cls(settings, workspace_client(settings))
+        return cls(
+            settings,
+            workspace_client(settings),
+            workspace_client(settings, timeout_seconds=HEALTH_TIMEOUT_SECONDS),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -93,6 +101,7 @@ class DatabricksBackend(StorageBackend):
         try:
             self._ensure_table()
         except StorageUnavailable as error:
+            self._warehouse_answering = False  # uploads queue their rows at once
             logger.warning("evidence_metadata not checked yet (will retry): %s", error)
         try:
             self.client.volumes.read(self.volume_name)
@@ -291,15 +300,16 @@ class DatabricksBackend(StorageBackend):
         if last_error:
             details["last_metadata_error"] = last_error
         try:
-            self.client.volumes.read(self.volume_name)
+            self.probe_client.volumes.read(self.volume_name)
             volume_reachable = True
         except _TRANSPORT_ERRORS as error:
             volume_reachable = False
             details["volume_error"] = str(self._files_error(error, "READ VOLUME"))
         details["volume_reachable"] = volume_reachable
         try:
-            details["warehouse_id"] = self.sql.warehouse_id()
-            state = self.sql.warehouse_state()
+            warehouse_id = details["warehouse_id"] = self.sql.warehouse_id()
+            warehouse = self.probe_client.warehouses.get(warehouse_id)
+            state = warehouse.state.value if warehouse.state else "UNKNOWN"
             details["warehouse_state"] = state
             details["warehouse_reachable"] = state == "RUNNING"
         except (StorageError, *_TRANSPORT_ERRORS) as error:
@@ -328,15 +338,18 @@ class DatabricksBackend(StorageBackend):
         return StorageUnavailable(f"Databricks Files API unavailable: {error}")
 
 
-def workspace_client(settings: Settings) -> WorkspaceClient:
-    """A client from DATABRICKS_HOST/DATABRICKS_TOKEN, or the SDK's own credential chain."""
+def workspace_client(settings: Settings, timeout_seconds: int | None = None) -> WorkspaceClient:
+    """A client from DATABRICKS_HOST/DATABRICKS_TOKEN, or the SDK's own credential chain.
+
+    `timeout_seconds` caps both the SDK's retries and each request (for health probes).
+    """
     token = settings.databricks_token.get_secret_value() if settings.databricks_token else None
     try:
         config = Config(
             host=settings.databricks_host,
             token=token,
-            retry_timeout_seconds=settings.databricks_retry_timeout_seconds,
-            http_timeout_seconds=settings.databricks_http_timeout_seconds,
+            retry_timeout_seconds=timeout_seconds or settings.databricks_retry_timeout_seconds,
+            http_timeout_seconds=timeout_seconds or settings.databricks_http_timeout_seconds,
         )
     except ValueError as error:
         message = str(error).replace(token, "***") if token else str(error)

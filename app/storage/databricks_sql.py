@@ -142,10 +142,6 @@ class StatementRunner:
         logger.info("using SQL warehouse %s (%s)", chosen.id, chosen.name)
         return chosen.id
 
-    def warehouse_state(self) -> str:
-        warehouse = self.client.warehouses.get(self.warehouse_id())
-        return warehouse.state.value if warehouse.state else "UNKNOWN"
-
     def run(self, sql: str, params: Mapping[str, SqlValue] | None = None) -> list[list[Any]]:
         """Run one statement to completion and return its rows (empty for DDL and DML)."""
         deadline = time.monotonic() + self.timeout
