@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
+import anyio
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -26,9 +27,13 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
+PROBE_THREADS = 4
+
+
 class AppState(TypedDict):
     storage: StorageBackend
     settings: Settings
+    probe_threads: anyio.CapacityLimiter  # threads for health checks only
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,7 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auth_mode == "open_loopback":
             logger.warning("API_KEYS is empty: evidence routes are open, served on loopback only")
         try:
-            yield {"storage": storage, "settings": settings}
+            yield {
+                "storage": storage,
+                "settings": settings,
+                "probe_threads": anyio.CapacityLimiter(PROBE_THREADS),
+            }
         finally:
             await run_in_threadpool(storage.close)
 

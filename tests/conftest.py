@@ -54,8 +54,11 @@ def make_client(backend_env: dict[str, str]) -> Iterator[ClientFactory]:
     """Build an in-process client (lifespan included) with settings overrides."""
     clients: list[TestClient] = []
 
-    def make(**overrides: object) -> TestClient:
-        client = TestClient(create_app(settings_from_env(backend_env, **overrides)))
+    def make(base_url: str = "http://127.0.0.1", **overrides: object) -> TestClient:
+        # A loopback base URL by default: without API keys only loopback requests are served.
+        client = TestClient(
+            create_app(settings_from_env(backend_env, **overrides)), base_url=base_url
+        )
         client.__enter__()
         clients.append(client)
         return client

@@ -48,7 +48,8 @@ def test_unknown_backend_fails_at_startup_naming_the_valid_ones(tmp_path: Path) 
 def test_a_missing_optional_package_fails_at_startup_with_the_install_command(
     tmp_path: Path,
 ) -> None:
-    hide_sdk = "import sys; sys.modules['databricks'] = None  # as if not installed"
+    # As on an install without the extra: the SDK and its own dependencies are absent.
+    hide_sdk = "import sys; sys.modules['databricks'] = sys.modules['requests'] = None"
     result = run_kmflow(
         ["serve", "--port", str(free_port())],
         {"STORAGE_BACKEND": "databricks"},

@@ -9,16 +9,19 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import unauthorized
-from app.config import Settings
+from app.config import Settings, is_loopback
 from app.storage.base import StorageBackend
 
+# These dependencies do no I/O, so they are `async def`: FastAPI would run a plain `def` in the
+# request thread pool, where a backend waiting on its peer can leave no thread free.
 
-def get_storage(request: Request) -> StorageBackend:
+
+async def get_storage(request: Request) -> StorageBackend:
     storage: StorageBackend = request.state.storage
     return storage
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
@@ -32,16 +35,20 @@ _bearer = HTTPBearer(
 )
 
 
-def require_api_key(
+async def require_api_key(
+    request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Accept a request carrying one of the configured keys; every key is compared in full.
 
-    With no keys configured the service only starts on loopback (see `Settings`), and then
-    every request is accepted.
+    With no keys configured, `kmflow serve` only binds loopback (see `Settings`); a server
+    started another way is held to the same rule here, by the address the request came in on.
     """
     if not settings.api_keys:
+        server = request.scope.get("server")
+        if server and not is_loopback(str(server[0])):
+            raise unauthorized("API_KEYS is not set: only loopback requests are served")
         return
     if credentials is None:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +23,7 @@ from app.storage.staging import StagedFile
 WRITE_BUFFER_BYTES = 1024 * 1024
 FILE_FIELD = "file"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024  # one part header's name or value
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class UploadLimits:
     max_field_bytes: int
     text_fields: frozenset[str]
     max_parts: int = 16
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The most a well-formed upload can take on the wire, declared or chunked."""
+        fields = self.max_field_bytes * len(self.text_fields)
+        return self.max_file_bytes + fields + MULTIPART_OVERHEAD_BYTES
 
 
 @dataclass
@@ -53,8 +60,8 @@ class _PartEvents:
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._name.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_field": lambda data, start, end: _bounded(self._name, data[start:end]),
+            "on_header_value": lambda data, start, end: _bounded(self._value, data[start:end]),
             "on_header_end": self._header_end,
             "on_headers_finished": lambda: self.events.append(("headers", self._headers)),
             "on_part_data": lambda data, start, end: self.events.append(("data", data[start:end])),
@@ -74,6 +81,13 @@ class _PartEvents:
         self.finished = True
 
 
+def _bounded(buffer: bytearray, data: bytes) -> None:
+    """Part headers are bounded here too, whatever the python-multipart version enforces."""
+    if len(buffer) + len(data) > MAX_HEADER_BYTES:
+        raise malformed_request(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
+    buffer.extend(data)
+
+
 def multipart_boundary(request: Request) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -90,8 +104,7 @@ async def receive_upload(
     """Read the whole body; on any error the staged file is discarded before raising."""
     boundary = multipart_boundary(request)
     declared = request.headers.get("content-length")
-    ceiling = limits.max_file_bytes + limits.max_field_bytes * len(limits.text_fields)
-    if declared and declared.isdigit() and int(declared) > ceiling + MULTIPART_OVERHEAD_BYTES:
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise payload_too_large(f"upload is larger than the {limits.max_file_bytes}-byte limit")
 
     received = ReceivedUpload()
@@ -112,8 +125,8 @@ async def _read_parts(
     received: ReceivedUpload,
 ) -> None:
     recorder = _PartEvents()
-    parser = MultipartParser(boundary, recorder.callbacks())  # type: ignore[arg-type]
     parts = 0
+    body_bytes = 0
     current: str | None = None  # name of the part being read
     field_value = bytearray()
     buffer = bytearray()
@@ -125,7 +138,15 @@ async def _read_parts(
         await run_in_threadpool(received.staged.write, chunk)
 
     try:
+        parser = MultipartParser(boundary, recorder.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
+            body_bytes += len(chunk)
+            if body_bytes > limits.max_body_bytes:
+                raise payload_too_large(
+                    f"upload is larger than the {limits.max_file_bytes}-byte limit"
+                )
+            if recorder.finished:
+                continue  # bytes after the closing boundary: counted, not parsed
             parser.write(chunk)
             for kind, value in recorder.events:
                 if kind == "headers":
@@ -165,7 +186,7 @@ async def _read_parts(
                     received.fields[current] = _decode_text(current, field_value)
             recorder.events.clear()
         parser.finalize()
-    except MultipartParseError as error:
+    except (MultipartParseError, FormParserError) as error:
         raise malformed_request(f"malformed multipart body: {error}") from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client closed the connection") from None
@@ -185,11 +206,10 @@ def _describe_part(headers: dict[bytes, bytes]) -> tuple[str, str | None]:
         return name, None
     if name != FILE_FIELD:
         raise invalid_request(f"files go in the '{FILE_FIELD}' field, not {name!r}")
-    raw = params[b"filename"]
     try:
-        return name, raw.decode("utf-8")
+        return name, params[b"filename"].decode("utf-8")
     except UnicodeDecodeError:
-        return name, raw.decode("latin-1")
+        raise invalid_request("the file name is not UTF-8") from None
 
 
 def _decode_text(name: str, value: bytearray) -> str:

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
+from app.storage.digest import Readable
 from app.storage.errors import EvidenceNotFound, InvalidInput
-from app.storage.names import clean_file_name, is_evidence_id, validate_engagement_id
+from app.storage.names import (
+    clean_file_name,
+    is_evidence_id,
+    new_evidence_id,
+    validate_engagement_id,
+)
 from app.storage.pagination import MAX_PAGE_SIZE
 from app.storage.staging import StagedFile, StagingArea
 
@@ -38,7 +45,7 @@ class EvidenceRecord(BaseModel):
     volume_path: str = Field(description="Where the bytes live in the backend's storage.")
     content_hash: str = Field(description="SHA-256 of the bytes, lowercase hex.")
     size_bytes: int
-    stored_at: str = Field(description="When the write became durable, ISO-8601 UTC.")
+    stored_at: str = Field(description="When kmflow had all the bytes, ISO-8601 UTC.")
     metadata_json: str | None = Field(description="The client's metadata object as JSON.")
 
 
@@ -54,9 +61,9 @@ class BackendHealth(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-def utc_timestamp() -> str:
-    """Fixed-width ISO-8601 UTC, so text order is time order in every metadata store."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """Fixed-width ISO-8601 UTC (default: now), so text order is time order in every store."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def encode_metadata(metadata: Mapping[str, Any] | None) -> str | None:
@@ -99,11 +106,42 @@ class StorageBackend(ABC):
         stored and the staged file is discarded.
         """
         try:
-            engagement_id = validate_engagement_id(engagement_id)
-            file_name = clean_file_name(file_name)
-            metadata_json = encode_metadata(metadata)
+            record = EvidenceRecord(
+                id=new_evidence_id(),
+                engagement_id=validate_engagement_id(engagement_id),
+                file_name=clean_file_name(file_name),
+                volume_path="",
+                content_hash=staged.content_hash,
+                size_bytes=staged.size,
+                stored_at=utc_timestamp(),
+                metadata_json=encode_metadata(metadata),
+            )
             staged.seal()
-            return self._commit(staged, engagement_id, file_name, metadata_json)
+            return self._commit(staged, record)
+        finally:
+            staged.discard()
+
+    def restore(self, record: EvidenceRecord, stream: Readable) -> EvidenceRecord:
+        """Store a record copied from another backend as it was: same id, time, name and
+        metadata (migrations). The bytes must hash to the record's `content_hash`."""
+        validate_engagement_id(record.engagement_id)
+        if clean_file_name(record.file_name) != record.file_name:
+            raise InvalidInput(f"file name {record.file_name!r} is not one kmflow stores")
+        if not is_evidence_id(record.id):
+            raise InvalidInput(f"evidence id {record.id!r} is not 32 hex characters")
+        encode_metadata(json.loads(record.metadata_json) if record.metadata_json else None)
+        staged = self.stage()
+        try:
+            while chunk := stream.read(COPY_CHUNK_BYTES):
+                staged.write(chunk)
+            if (staged.content_hash, staged.size) != (record.content_hash, record.size_bytes):
+                raise InvalidInput(
+                    f"the bytes of {record.id} do not match its record: sha256 "
+                    f"{staged.content_hash} ({staged.size} bytes), recorded "
+                    f"{record.content_hash} ({record.size_bytes} bytes)"
+                )
+            staged.seal()
+            return self._commit(staged, record.model_copy(update={"volume_path": ""}))
         finally:
             staged.discard()
 
@@ -111,7 +149,7 @@ class StorageBackend(ABC):
         self,
         engagement_id: str,
         file_name: str,
-        stream: BinaryIO,
+        stream: Readable,
         metadata: Mapping[str, Any] | None = None,
     ) -> EvidenceRecord:
         """Store a whole stream in one call (migrations, scripts); same guarantees as commit."""
@@ -146,6 +184,14 @@ class StorageBackend(ABC):
         """The stored bytes as a readable stream; the caller closes it."""
         return self._open(record)
 
+    def engagements(self) -> Sequence[str]:
+        """Every engagement with evidence, sorted (migrations walk them)."""
+        return sorted(set(self._engagements()))
+
+    def bulk(self) -> AbstractContextManager[None]:
+        """Wrap many writes in a row; a backend may batch their indexing until the end."""
+        return nullcontext()
+
     def startup(self) -> None:
         """Called once when the service starts: clears leftovers of interrupted writes."""
         self._staging.sweep_stale()
@@ -156,9 +202,14 @@ class StorageBackend(ABC):
     # -- hooks each backend implements --------------------------------------------------------
 
     @abstractmethod
-    def _commit(
-        self, staged: StagedFile, engagement_id: str, file_name: str, metadata_json: str | None
-    ) -> EvidenceRecord: ...
+    def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
+        """Make the sealed staged bytes durable and the record findable.
+
+        Every field of `record` is final except `volume_path`, which the backend fills in.
+        """
+
+    @abstractmethod
+    def _engagements(self) -> Iterable[str]: ...
 
     @abstractmethod
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None: ...

@@ -5,14 +5,21 @@ uploaded from the staged local file (seekable, so the SDK streams it; parts and 
 are capped so memory stays bounded), never overwriting. Rows: one idempotent MERGE per write
 through the SQL Statement Execution API. If the warehouse cannot take the row, the upload still
 succeeds and the row waits in a durable local outbox that a background thread drains as soon
-as the warehouse answers, also after a restart. Records still in the outbox are served from it,
-so an acknowledged upload is always listed by the replica that took it.
+as the warehouse answers, also after a restart. Records still in the outbox are served by id
+from it; a listing needs the warehouse and answers 503 without it rather than a partial page.
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
+import sqlite3
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,7 +46,7 @@ from app.storage.databricks_sql import (
     record_from_row,
 )
 from app.storage.errors import StorageError, StorageMisconfigured, StorageUnavailable
-from app.storage.names import new_evidence_id, stored_file_name
+from app.storage.names import stored_file_name
 from app.storage.outbox import MetadataOutbox
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.staging import StagedFile, owner_is_alive
@@ -53,7 +60,18 @@ UPLOAD_PART_BYTES = 16 * 1024 * 1024
 UPLOAD_PARALLELISM = 2
 OUTBOX_BATCH = 100
 HEALTH_TIMEOUT_SECONDS = 5
+# An upload waits at most this long for its own row; after that the row is left to the
+# background thread, so a stopped warehouse never holds request threads for long.
+INLINE_METADATA_SECONDS = 5.0
 _TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
+
+
+@dataclass(frozen=True)
+class VolumeFile:
+    path: str  # the full /Volumes/... path
+    relative_path: str  # below the evidence_store directory: <engagement_id>/<name>
+    size: int
+    modified_at: str  # ISO-8601 UTC
 
 
 class DatabricksBackend(StorageBackend):
@@ -76,9 +94,13 @@ class DatabricksBackend(StorageBackend):
         )
         self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
         self._retry_seconds = settings.databricks_outbox_retry_seconds
+        self._inline_seconds = min(INLINE_METADATA_SECONDS, self.sql.timeout)
+        # Longer than any delivery attempt can take, so a lease never ends under a live one.
+        self._claim_seconds = 2 * self.sql.timeout + 30
         self._table_ready = False
         self._delivering = threading.Lock()
         self._warehouse_answering = True
+        self._bulk = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deliverer = threading.Thread(
@@ -134,19 +156,10 @@ class DatabricksBackend(StorageBackend):
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def _commit(
-        self, staged: StagedFile, engagement_id: str, file_name: str, metadata_json: str | None
-    ) -> EvidenceRecord:
-        evidence_id = new_evidence_id()
-        record = EvidenceRecord(
-            id=evidence_id,
-            engagement_id=engagement_id,
-            file_name=file_name,
-            volume_path=f"{self.root}/{engagement_id}/{stored_file_name(evidence_id, file_name)}",
-            content_hash=staged.content_hash,
-            size_bytes=staged.size,
-            stored_at=utc_timestamp(),
-            metadata_json=metadata_json,
+    def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
+        name = stored_file_name(record.id, record.file_name)
+        record = record.model_copy(
+            update={"volume_path": f"{self.root}/{record.engagement_id}/{name}"}
         )
         self.outbox.begin_upload(record, self._staging.owner)
         try:
@@ -154,11 +167,11 @@ class DatabricksBackend(StorageBackend):
         except BaseException:
             self._forget_failed_upload(record)
             raise
-        record = record.model_copy(update={"stored_at": utc_timestamp()})
-        self.outbox.mark_queued(record)
-        if self._warehouse_answering:
-            self._deliver([record])
+        if self._warehouse_answering and not self._bulk:
+            self.outbox.mark_queued(record, claim_seconds=self._claim_seconds)
+            self._deliver([record], timeout=self._inline_seconds)
         else:
+            self.outbox.mark_queued(record)
             self._wake.set()
         return record
 
@@ -197,13 +210,13 @@ class DatabricksBackend(StorageBackend):
             self.sql.run(create_table_statement(self.table))
             self._table_ready = True
 
-    def _deliver(self, records: list[EvidenceRecord]) -> bool:
-        """MERGE the rows; on failure they stay in the outbox for the background thread."""
+    def _deliver(self, records: list[EvidenceRecord], timeout: float | None = None) -> bool:
+        """MERGE rows the caller has claimed; on failure they stay queued for a later try."""
         ids = [record.id for record in records]
         try:
             self._ensure_table()
             statement, params = merge_rows_statement(self.table, records)
-            self.sql.run(statement, params)
+            self.sql.run(statement, params, timeout=timeout)
         except StorageError as error:  # never fail an upload whose file is already safe
             if self._warehouse_answering:
                 logger.warning("metadata rows queued, warehouse not answering: %s", error)
@@ -217,10 +230,67 @@ class DatabricksBackend(StorageBackend):
         self._warehouse_answering = True
         return True
 
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Many writes in a row (migration, backfill): rows go out 100 per MERGE, not one each.
+
+        On exit every queued row is delivered; if the warehouse does not take them all, that
+        is an error the caller reports (the rows stay safe in the outbox).
+        """
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+        if pending := self.deliver_outbox():
+            raise StorageUnavailable(
+                f"{pending} evidence_metadata row(s) still queued: the warehouse did not take "
+                "them; kmflow delivers them when it answers (or rerun this command)"
+            )
+
+    def index_existing(self, record: EvidenceRecord) -> None:
+        """Queue the row of a file already in the Volume (see databricks_backfill)."""
+        self.outbox.queue(record)
+        if not self._bulk:
+            self.deliver_outbox()
+
+    def _engagements(self) -> set[str]:
+        rows = self.sql.run(f"SELECT DISTINCT engagement_id FROM {self.table}")  # noqa: S608
+        return {str(row[0]) for row in rows} | self.outbox.engagements()
+
+    def known_ids(self) -> set[str]:
+        """Every id in the table or on its way there."""
+        rows = self.sql.run(f"SELECT id FROM {self.table}")  # noqa: S608 - a quoted name only
+        return {str(row[0]) for row in rows} | self.outbox.ids()
+
+    def volume_files(self) -> Iterator[VolumeFile]:
+        """Every file under the evidence directory, at any depth."""
+        directories = [self.root]
+        while directories:
+            directory = directories.pop()
+            try:
+                entries = list(self.client.files.list_directory_contents(directory))
+            except NotFound:
+                continue
+            except _TRANSPORT_ERRORS as error:
+                raise self._files_error(error, "READ VOLUME") from error
+            for entry in entries:
+                path = (entry.path or "").rstrip("/")
+                if entry.is_directory:
+                    directories.append(path)
+                    continue
+                modified = datetime.fromtimestamp((entry.last_modified or 0) / 1000, UTC)
+                yield VolumeFile(
+                    path=path,
+                    relative_path=path.removeprefix(self.root + "/"),
+                    size=entry.file_size or 0,
+                    modified_at=utc_timestamp(modified),
+                )
+
     def deliver_outbox(self) -> int:
         """Deliver every queued row now; returns how many are still waiting."""
         with self._delivering:
-            while batch := self.outbox.queued(OUTBOX_BATCH):
+            while batch := self.outbox.claim(OUTBOX_BATCH, self._claim_seconds):
                 if not self._deliver(batch):
                     break
         return self.outbox.stats()[0]
@@ -233,8 +303,10 @@ class DatabricksBackend(StorageBackend):
                 return
             try:
                 self.deliver_outbox()
-            except StorageError as error:  # keep the thread alive; the rows stay queued
-                logger.error("metadata outbox delivery failed: %s", error)
+            except (StorageError, sqlite3.Error) as error:
+                logger.error("metadata outbox delivery failed, will retry: %s", error)
+            except Exception:  # this thread must outlive any one failure: log, retry
+                logger.exception("unexpected error in metadata outbox delivery, will retry")
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -279,7 +351,7 @@ class DatabricksBackend(StorageBackend):
         )
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
-        if not record.volume_path.startswith(self.root + "/"):
+        if not posixpath.normpath(record.volume_path).startswith(self.root + "/"):
             raise StorageMisconfigured(f"record {record.id} points outside {self.root}")
         try:
             contents = self.client.files.download(record.volume_path).contents
@@ -292,30 +364,48 @@ class DatabricksBackend(StorageBackend):
     # -- health and errors -------------------------------------------------------------------------
 
     def check(self) -> BackendHealth:
+        """Volume and warehouse probed at once, with short timeouts; never discovers."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            volume = pool.submit(self._probe_volume)
+            warehouse = pool.submit(self._probe_warehouse)
+            volume_details, warehouse_details = volume.result(), warehouse.result()
         pending, last_error = self.outbox.stats()
         details: dict[str, object] = {
             "volume": self.volume_name,
+            **volume_details,
+            **warehouse_details,
             "pending_metadata_rows": pending,
         }
         if last_error:
-            details["last_metadata_error"] = last_error
+            details["last_metadata_error"] = last_error.splitlines()[0][:200]
+        return BackendHealth(reachable=bool(volume_details["volume_reachable"]), details=details)
+
+    def _probe_volume(self) -> dict[str, object]:
         try:
             self.probe_client.volumes.read(self.volume_name)
-            volume_reachable = True
         except _TRANSPORT_ERRORS as error:
-            volume_reachable = False
-            details["volume_error"] = str(self._files_error(error, "READ VOLUME"))
-        details["volume_reachable"] = volume_reachable
+            message = str(self._files_error(error, "READ VOLUME"))
+            return {"volume_reachable": False, "volume_error": message.splitlines()[0][:200]}
+        return {"volume_reachable": True}
+
+    def _probe_warehouse(self) -> dict[str, object]:
+        warehouse_id = self.sql.known_warehouse_id
+        if warehouse_id is None:
+            return {"warehouse_reachable": False, "warehouse_error": "not discovered yet"}
         try:
-            warehouse_id = details["warehouse_id"] = self.sql.warehouse_id()
             warehouse = self.probe_client.warehouses.get(warehouse_id)
-            state = warehouse.state.value if warehouse.state else "UNKNOWN"
-            details["warehouse_state"] = state
-            details["warehouse_reachable"] = state == "RUNNING"
-        except (StorageError, *_TRANSPORT_ERRORS) as error:
-            details["warehouse_reachable"] = False
-            details["warehouse_error"] = str(error)
-        return BackendHealth(reachable=volume_reachable, details=details)
+        except _TRANSPORT_ERRORS as error:
+            return {
+                "warehouse_id": warehouse_id,
+                "warehouse_reachable": False,
+                "warehouse_error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+            }
+        state = warehouse.state.value if warehouse.state else "UNKNOWN"
+        return {
+            "warehouse_id": warehouse_id,
+            "warehouse_state": state,
+            "warehouse_reachable": state == "RUNNING",
+        }
 
     def _files_error(self, error: Exception, privilege: str) -> StorageError:
         """The runbook's troubleshooting cases as messages an operator can act on."""

@@ -119,6 +119,11 @@ class StatementRunner:
         self._warehouse_id = warehouse_id
         self._lock = threading.Lock()
 
+    @property
+    def known_warehouse_id(self) -> str | None:
+        """The warehouse if configured or already discovered; never calls Databricks."""
+        return self._warehouse_id
+
     def warehouse_id(self) -> str:
         """The configured warehouse, or the one discovered on first use (then kept)."""
         with self._lock:
@@ -142,10 +147,20 @@ class StatementRunner:
         logger.info("using SQL warehouse %s (%s)", chosen.id, chosen.name)
         return chosen.id
 
-    def run(self, sql: str, params: Mapping[str, SqlValue] | None = None) -> list[list[Any]]:
-        """Run one statement to completion and return its rows (empty for DDL and DML)."""
-        deadline = time.monotonic() + self.timeout
-        wait = int(min(self.timeout, 50))
+    def run(
+        self,
+        sql: str,
+        params: Mapping[str, SqlValue] | None = None,
+        timeout: float | None = None,
+    ) -> list[list[Any]]:
+        """Run one statement to completion and return its rows (empty for DDL and DML).
+
+        `timeout` (default: the runner's) bounds the waiting and polling, not the SDK's own
+        retries of 429/503.
+        """
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        wait = int(min(timeout, 50))
         try:
             response = self.client.statement_execution.execute_statement(
                 statement=sql,
@@ -155,20 +170,22 @@ class StatementRunner:
                 wait_timeout=f"{wait}s" if wait >= 5 else "0s",
                 on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE,
             )
-            response = self._until_finished(response, deadline)
+            response = self._until_finished(response, deadline, timeout)
             return self._rows(response)
         except (BadRequest, PermissionDenied, NotFound) as error:
             raise StatementFailed(f"SQL statement refused: {error}") from error
         except (DatabricksError, requests.RequestException, TimeoutError) as error:
             raise WarehouseUnavailable(f"SQL warehouse did not answer: {error}") from error
 
-    def _until_finished(self, response: StatementResponse, deadline: float) -> StatementResponse:
+    def _until_finished(
+        self, response: StatementResponse, deadline: float, timeout: float
+    ) -> StatementResponse:
         pause = _POLL_FIRST_SECONDS
         while _state(response) in (StatementState.PENDING, StatementState.RUNNING):
             if time.monotonic() + pause > deadline:
                 self._cancel(response.statement_id)
                 raise WarehouseUnavailable(
-                    f"SQL statement still {_state(response).value} after {self.timeout:g}s "
+                    f"SQL statement still {_state(response).value} after {timeout:g}s "
                     "(is the warehouse stopped or starting?)"
                 )
             time.sleep(pause)

@@ -18,15 +18,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.config import Settings
-from app.storage.base import (
-    BackendHealth,
-    EvidenceRecord,
-    RecordPage,
-    StorageBackend,
-    utc_timestamp,
-)
+from app.storage.base import BackendHealth, EvidenceRecord, RecordPage, StorageBackend
 from app.storage.errors import StorageMisconfigured, StorageUnavailable
-from app.storage.names import new_evidence_id, stored_file_name
+from app.storage.names import stored_file_name
 from app.storage.sqlite_index import SqliteIndex
 from app.storage.staging import StagedFile, owner_is_alive
 
@@ -40,6 +34,11 @@ class LocalBackend(StorageBackend):
         self.store = store_path.resolve()
         self.store.mkdir(parents=True, exist_ok=True)
         state = state_path.resolve()
+        if state.is_relative_to(self.store) or self.store.is_relative_to(state):
+            raise StorageMisconfigured(
+                f"STATE_PATH ({state}) and LOCAL_STORAGE_PATH ({self.store}) must not contain "
+                "each other: the store holds evidence files only"
+            )
         super().__init__(staging_root=state / "staging")
         if os.stat(self.store).st_dev != os.stat(self._staging.root).st_dev:
             self._staging.close()
@@ -66,36 +65,27 @@ class LocalBackend(StorageBackend):
         self.index.close()
         super().close()
 
-    def _commit(
-        self, staged: StagedFile, engagement_id: str, file_name: str, metadata_json: str | None
-    ) -> EvidenceRecord:
-        evidence_id = new_evidence_id()
-        relative = f"{engagement_id}/{stored_file_name(evidence_id, file_name)}"
+    def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
+        relative = f"{record.engagement_id}/{stored_file_name(record.id, record.file_name)}"
+        record = record.model_copy(update={"volume_path": relative})
         target = self.store / relative
         directory = target.parent
         if not directory.is_dir():
             directory.mkdir(exist_ok=True)
             _fsync_directory(self.store)
-        self.index.add_intent(evidence_id, relative, self._staging.owner)
+        self.index.add_intent(record.id, relative, self._staging.owner)
         try:
             os.rename(staged.path, target)
             _fsync_directory(directory)
-            record = EvidenceRecord(
-                id=evidence_id,
-                engagement_id=engagement_id,
-                file_name=file_name,
-                volume_path=relative,
-                content_hash=staged.content_hash,
-                size_bytes=staged.size,
-                stored_at=utc_timestamp(),
-                metadata_json=metadata_json,
-            )
             self.index.insert_completing_intent(record)
         except BaseException:
             target.unlink(missing_ok=True)
-            self.index.drop_intent(evidence_id)
+            self.index.drop_intent(record.id)
             raise
         return record
+
+    def _engagements(self) -> list[str]:
+        return self.index.engagements()
 
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         return self.index.get(engagement_id, evidence_id)
@@ -113,7 +103,7 @@ class LocalBackend(StorageBackend):
             raise StorageUnavailable(f"the file of record {record.id} is missing") from error
 
     def check(self) -> BackendHealth:
-        details: dict[str, object] = {"store": str(self.store)}
+        details: dict[str, object] = {}
         try:
             self.index.ping()
             writable = os.access(self.store, os.W_OK) and os.access(self._staging.root, os.W_OK)

@@ -13,6 +13,10 @@ import uuid
 
 from app.storage.errors import InvalidInput
 
+# Ids for files that arrive without one (a bare directory, a file put in a Volume by hand):
+# derived from the path, so every later scan derives the same id.
+_PATH_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://kmflow/evidence-path")
+
 MAX_ENGAGEMENT_ID_LENGTH = 128
 MAX_FILE_NAME_LENGTH = 1024
 MAX_SLUG_LENGTH = 80
@@ -20,6 +24,7 @@ MAX_SLUG_LENGTH = 80
 _ENGAGEMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EVIDENCE_ID = re.compile(r"[0-9a-f]{32}")
 _UNSAFE_SLUG_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_STORED_NAME = re.compile(r"([0-9a-f]{32})(?:_(.+))?")
 
 
 def validate_engagement_id(engagement_id: str) -> str:
@@ -76,3 +81,17 @@ def stored_file_name(evidence_id: str, file_name: str) -> str:
             else slug[:MAX_SLUG_LENGTH]
         )
     return f"{evidence_id}_{slug}" if slug else evidence_id
+
+
+def parse_stored_file_name(name: str) -> tuple[str, str] | None:
+    """(id, readable name) of a file named by `stored_file_name`, or None for other names."""
+    match = _STORED_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match.group(1), match.group(2) or match.group(1)
+
+
+def evidence_id_for_file(relative_path: str) -> tuple[str, str]:
+    """(id, file name) for a stored file: kmflow's own `<id>_<name>`, else one from its path."""
+    name = relative_path.rsplit("/", 1)[-1]
+    return parse_stored_file_name(name) or (uuid.uuid5(_PATH_IDS, relative_path).hex, name)

@@ -6,11 +6,16 @@ uploaded to the Volume its row is recorded here as `uploading`; once the file is
 So a stopped warehouse delays rows but never loses them, a restart resumes delivery, and an
 upload interrupted mid-way leaves an `uploading` row naming the file to remove at startup.
 SQLite (WAL, synchronous=FULL) in STATE_PATH, shared by the workers of one machine.
+
+A row is delivered by whoever holds its claim: a lease taken in one transaction, so two
+workers (or a request and the background thread) never MERGE the same row at the same time.
+Databricks' primary key is informational, so this, not the table, keeps rows single.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord
@@ -25,7 +30,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     owner          TEXT    NOT NULL,
     record_json    TEXT    NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0,
-    last_error     TEXT
+    last_error     TEXT,
+    claimed_until  REAL    NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_by_engagement ON outbox (engagement_id, state);
 """
@@ -44,31 +50,63 @@ class MetadataOutbox:
                  record.model_dump_json()),
             )  # fmt: skip
 
-    def mark_queued(self, record: EvidenceRecord) -> None:
-        """The file is safe in the Volume; from now on the row must reach the table."""
+    def queue(self, record: EvidenceRecord) -> None:
+        """A row for a file already safe in the Volume (backfill): straight to `queued`."""
         with self.db.transaction() as db:
             db.execute(
-                "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ? WHERE id = ?",
-                (record.stored_at, record.model_dump_json(), record.id),
+                "INSERT OR REPLACE INTO outbox"
+                " (id, engagement_id, stored_at, state, owner, record_json)"
+                " VALUES (?, ?, ?, 'queued', '', ?)",
+                (record.id, record.engagement_id, record.stored_at, record.model_dump_json()),
             )
 
-    def remove(self, evidence_ids: list[str]) -> None:
+    def ids(self) -> set[str]:
+        return {row[0] for row in self.db.connection().execute("SELECT id FROM outbox")}
+
+    def engagements(self) -> set[str]:
+        rows = self.db.connection().execute(
+            "SELECT DISTINCT engagement_id FROM outbox WHERE state = 'queued'"
+        )
+        return {row[0] for row in rows}
+
+    def mark_queued(self, record: EvidenceRecord, claim_seconds: float = 0) -> None:
+        """The file is safe in the Volume; from now on the row must reach the table.
+
+        With `claim_seconds` the caller keeps the row to deliver it itself right away.
+        """
+        with self.db.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ?,"
+                " claimed_until = ? WHERE id = ?",
+                (record.stored_at, record.model_dump_json(), _until(claim_seconds), record.id),
+            )
+
+    def claim(self, limit: int, claim_seconds: float) -> list[EvidenceRecord]:
+        """Take up to `limit` queued rows nobody is delivering, oldest first."""
+        with self.db.transaction() as db:
+            rows = db.execute(
+                "SELECT id, record_json FROM outbox WHERE state = 'queued' AND claimed_until < ?"
+                " ORDER BY stored_at LIMIT ?",
+                (time.time(), limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE outbox SET claimed_until = ? WHERE id = ?",
+                [(_until(claim_seconds), row[0]) for row in rows],
+            )
+        return [EvidenceRecord.model_validate_json(row[1]) for row in rows]
+
+    def remove(self, evidence_ids: Sequence[str]) -> None:
         with self.db.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in evidence_ids])
 
-    def record_failure(self, evidence_ids: list[str], error: str) -> None:
+    def record_failure(self, evidence_ids: Sequence[str], error: str) -> None:
+        """Not delivered: note why and let the next attempt claim the rows again."""
         with self.db.transaction() as db:
             db.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = 0"
+                " WHERE id = ?",
                 [(error[:500], i) for i in evidence_ids],
             )
-
-    def queued(self, limit: int) -> list[EvidenceRecord]:
-        rows = self.db.connection().execute(
-            "SELECT record_json FROM outbox WHERE state = 'queued' ORDER BY stored_at LIMIT ?",
-            (limit,),
-        )
-        return [EvidenceRecord.model_validate_json(row[0]) for row in rows]
 
     def queued_for(self, engagement_id: str) -> list[EvidenceRecord]:
         rows = self.db.connection().execute(
@@ -104,3 +142,7 @@ class MetadataOutbox:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _until(seconds: float) -> float:
+    return time.time() + seconds if seconds else 0.0

@@ -9,10 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 from app.storage.errors import InvalidCursor
 
 MAX_PAGE_SIZE = 1000
+# What kmflow itself writes: `utc_timestamp()` and `new_evidence_id()`. A cursor holding
+# anything else was not issued here, and nothing else ever reaches a query.
+_STORED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def encode_cursor(stored_at: str, evidence_id: str) -> str:
@@ -27,6 +32,11 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         stored_at, evidence_id = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as error:
         raise InvalidCursor("cursor is not one this service issued") from error
-    if not isinstance(stored_at, str) or not isinstance(evidence_id, str):
+    if not (
+        isinstance(stored_at, str)
+        and isinstance(evidence_id, str)
+        and _STORED_AT.fullmatch(stored_at)
+        and _ID.fullmatch(evidence_id)
+    ):
         raise InvalidCursor("cursor is not one this service issued")
     return stored_at, evidence_id

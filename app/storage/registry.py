@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class BackendSpec:
     target: str  # "module:Class"
     package: str | None = None  # the distribution the optional extra installs
-    module_root: str | None = None  # its top-level import name
+    module: str | None = None  # the module it provides
     extra: str | None = None
 
 
@@ -29,7 +29,7 @@ BACKENDS: dict[str, BackendSpec] = {
     "local": BackendSpec("app.storage.local:LocalBackend"),
     "delta": BackendSpec("app.storage.delta:DeltaLakeBackend", "deltalake", "deltalake", "delta"),
     "databricks": BackendSpec(
-        "app.storage.databricks:DatabricksBackend", "databricks-sdk", "databricks", "databricks"
+        "app.storage.databricks:DatabricksBackend", "databricks-sdk", "databricks.sdk", "databricks"
     ),
 }
 
@@ -41,18 +41,18 @@ def backend_class(name: str) -> type[StorageBackend]:
     if spec is None:
         valid = ", ".join(BACKENDS)
         raise ConfigError(f"STORAGE_BACKEND: unknown backend {name!r}; valid: {valid}")
-    module_name, class_name = spec.target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        root = (error.name or "").split(".")[0]
-        if spec.module_root and root == spec.module_root:
+    if spec.module is not None:
+        # The optional package itself, first: whatever the backend module imports before it
+        # (the SDK's own dependencies), a missing extra is reported as one.
+        try:
+            importlib.import_module(spec.module)
+        except ModuleNotFoundError as error:
             raise BackendNotInstalled(
                 f"{spec.package} is required for STORAGE_BACKEND={name}: "
                 f"pip install 'kmflow[{spec.extra}]'"
             ) from error
-        raise
-    cls: type[StorageBackend] = getattr(module, class_name)
+    module_name, class_name = spec.target.split(":")
+    cls: type[StorageBackend] = getattr(importlib.import_module(module_name), class_name)
     return cls
 
 

@@ -101,6 +101,10 @@ class SqliteIndex:
         next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
         return RecordPage(items=items, next_cursor=next_cursor)
 
+    def engagements(self) -> list[str]:
+        rows = self.db.connection().execute("SELECT DISTINCT engagement_id FROM evidence_metadata")
+        return [row[0] for row in rows]
+
     def ping(self) -> None:
         self.db.connection().execute("SELECT 1 FROM evidence_metadata LIMIT 1").fetchall()
 

@@ -70,10 +70,7 @@ class StagingArea:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Lock first, directory second: a sweeper never sees a directory whose owner has
         # not taken its lock yet.
-        self._lock_fd: int | None = os.open(
-            root / f"{self.owner}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600
-        )
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_fd: int | None = _take_lock(root / f"{self.owner}{LOCK_SUFFIX}")
         self.directory = root / self.owner
         self.directory.mkdir()
 
@@ -107,6 +104,23 @@ class StagingArea:
         (self.root / f"{self.owner}{LOCK_SUFFIX}").unlink(missing_ok=True)
         os.close(self._lock_fd)
         self._lock_fd = None
+
+
+def _take_lock(path: Path) -> int:
+    """Create and lock `path`, making sure the locked file is still the one at `path`.
+
+    Between our create and our flock a sweeper may find the file unlocked, take it for a dead
+    owner's and unlink it; the lock would then be on a nameless file. So check, and redo.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def owner_is_alive(root: Path, owner: str) -> bool:

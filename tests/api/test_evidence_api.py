@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.storage.pagination import encode_cursor
 from tests.conftest import API_KEY, AUTH, ClientFactory
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
@@ -118,6 +120,21 @@ def test_listing_pages_newest_first_without_gaps_or_repeats(client: TestClient) 
     assert seen == list(reversed(ids))
 
 
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-base64!",
+        encode_cursor("' OR 1=1 --", "0" * 32),
+        encode_cursor("2026-11-25T22:45:29.959390Z", "x' OR 'a'='a"),
+    ],
+)
+def test_a_cursor_this_service_did_not_issue_is_refused(client: TestClient, cursor: str) -> None:
+    upload(client, "CURSOR", "a.txt", b"x")
+    response = client.get("/api/v1/evidence/CURSOR", params={"cursor": cursor})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
 def test_unknown_engagement_lists_empty_and_unknown_id_is_404(client: TestClient) -> None:
     assert listed(client, "nobody") == []
     response = client.get("/api/v1/evidence/nobody/" + "0" * 32)
@@ -167,7 +184,10 @@ def test_hostile_file_names_are_stored_inside_the_store_and_listed_safely(
         assert content.headers["content-disposition"].isascii()
 
 
-@pytest.mark.parametrize("file_name", [b"a\x00b.txt", b"line\nbreak.txt", b"", b"..", b"x" * 1025])
+@pytest.mark.parametrize(
+    "file_name",
+    [b"a\x00b.txt", b"line\nbreak.txt", b"", b"..", b"x" * 1025, b"latin1-\xe9t\xe9.txt"],
+)
 def test_file_names_that_cannot_be_kept_are_refused(client: TestClient, file_name: bytes) -> None:
     response = upload(client, "BADNAMES", file_name, b"data")
     assert response.status_code == 422, response.text
@@ -238,6 +258,34 @@ def test_bad_uploads_get_a_json_4xx_and_store_nothing(
     assert listed(client, "BAD") == []
 
 
+def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
+    make_client: ClientFactory,
+) -> None:
+    client = make_client(max_upload_bytes=1000, max_metadata_bytes=100)
+    body, content_type = multipart_body({"engagement_id": "CHUNKED"}, "a.bin", b"x" * 10)
+    trailing_junk = b"j" * 200_000  # after the closing boundary: must still count
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield body
+        yield trailing_junk
+
+    response = client.post(UPLOAD, content=chunks(), headers={"Content-Type": content_type})
+
+    assert response.status_code == 413
+    assert listed(client, "CHUNKED") == []
+
+
+def test_without_api_keys_only_loopback_requests_are_served(make_client: ClientFactory) -> None:
+    local = make_client()
+    remote = make_client(base_url="http://192.0.2.10")  # a request on a non-loopback interface
+
+    refused = upload(remote, "LOOPBACK", "a.txt", b"x")
+
+    assert refused.status_code == 401
+    assert "API_KEYS" in refused.json()["detail"]
+    assert upload(local, "LOOPBACK", "a.txt", b"x").status_code == 201
+
+
 def test_metadata_over_its_limit_is_refused(make_client: ClientFactory) -> None:
     client = make_client(max_metadata_bytes=100)
     response = upload(client, "META", "a.txt", b"x", json.dumps({"k": "v" * 200}))
@@ -252,8 +300,9 @@ def test_metadata_over_its_limit_is_refused(make_client: ClientFactory) -> None:
         ("multipart/form-data", b"--x\r\n"),
         ("multipart/form-data; boundary=abc", b"--abc\r\nno headers at all"),
         ("multipart/form-data; boundary=abc", b"garbage without any boundary"),
+        ("multipart/form-data; boundary=" + "b" * 300, b"--" + b"b" * 300 + b"\r\n"),
     ],
-    ids=["json", "no-boundary", "truncated", "no-parts"],
+    ids=["json", "no-boundary", "truncated", "no-parts", "boundary-too-long"],
 )
 def test_malformed_bodies_get_a_json_4xx(
     client: TestClient, content_type: str, body: bytes

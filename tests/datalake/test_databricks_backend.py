@@ -7,19 +7,31 @@ Tests that need to break the peer (stop the warehouse, deny a privilege) run on 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from databricks.sdk.errors import NotFound
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.storage.base import EvidenceRecord
 from app.storage.databricks_sql import StatementFailed, StatementRunner, WarehouseUnavailable
+from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env
+from tests.datalake.minilake_bridge import MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
@@ -259,3 +271,130 @@ def test_100_mib_upload_and_download_keep_server_memory_bounded(
     # Idle, the SDK makes the server ~110 MiB; a buffered body would add the file's 100 MiB.
     assert transfer.peak_mib - transfer.idle_peak_mib < 32, transfer
     assert env["DATABRICKS_TOKEN"] not in log
+
+
+def merged_ids(bridge: MiniLakeBridge, since: int) -> list[str]:
+    """Every evidence id sent in a MERGE statement after statement number `since`."""
+    ids = []
+    for statement in bridge.statements[since:]:
+        if statement["statement"].startswith("MERGE"):
+            ids += [
+                p["value"] for p in statement.get("parameters") or [] if p["name"].startswith("id_")
+            ]
+    return ids
+
+
+def test_no_row_is_merged_by_two_callers_at_once(
+    env: dict[str, str], minilake: DatabricksWorkspace
+) -> None:
+    assert minilake.bridge is not None
+    since = len(minilake.bridge.statements)
+    backend = create_backend(settings_from_env({**env, "DATABRICKS_OUTBOX_RETRY_SECONDS": "0.01"}))
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            records = list(pool.map(
+                lambda n: backend.write("ENG-RACE", f"{n}.txt", io.BytesIO(b"%d" % n)),
+                range(80),
+            ))  # fmt: skip
+    finally:
+        backend.close()
+
+    sent = merged_ids(minilake.bridge, since)
+    assert sorted(sent) == sorted(record.id for record in records)  # each exactly once
+
+
+def test_the_delivery_thread_survives_an_unexpected_error(
+    env: dict[str, str], minilake: DatabricksWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = minilake.client()
+    backend = create_backend(settings_from_env({**env, "DATABRICKS_OUTBOX_RETRY_SECONDS": "0.1"}))
+    try:
+        client.warehouses.stop(minilake.warehouse_id).result()
+        try:
+            record = backend.write("ENG-SURVIVE", "a.txt", io.BytesIO(b"queued"))
+        finally:
+            client.warehouses.start(minilake.warehouse_id).result()
+        real_claim = backend.outbox.claim
+        failures = iter([sqlite3.OperationalError("database is locked")])
+
+        def claim_failing_once(limit: int, seconds: float) -> list[EvidenceRecord]:
+            if (error := next(failures, None)) is not None:
+                raise error
+            return real_claim(limit, seconds)
+
+        monkeypatch.setattr(backend.outbox, "claim", claim_failing_once)
+        deadline = time.monotonic() + 20
+        while backend.outbox.stats()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pending = backend.outbox.stats()[0]
+    finally:
+        backend.close()
+
+    assert next(failures, None) is None  # the injected failure happened
+    assert pending == 0
+    assert [row[0] for row in table_rows(minilake, env, "ENG-SURVIVE")] == [record.id]
+
+
+def test_an_upload_killed_before_its_201_leaves_nothing_after_restart(
+    env: dict[str, str], databricks_workspace: DatabricksWorkspace, tmp_path: Path
+) -> None:
+    script = textwrap.dedent("""
+        import io, os
+        from app.config import load_settings
+        from app.storage.registry import create_backend
+        backend = create_backend(load_settings())
+        backend.outbox.mark_queued = lambda *args, **kwargs: os._exit(9)  # dies mid-commit
+        record = backend.write("ENG-KILLED", "a.txt", io.BytesIO(b"never acknowledged"))
+    """)
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, cwd=tmp_path,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == 9, killed.stderr.decode()
+    client = databricks_workspace.client()
+    volume = f"/Volumes/{env['DATABRICKS_CATALOG']}/{env['DATABRICKS_SCHEMA']}/raw_evidence"
+    [left] = client.files.list_directory_contents(f"{volume}/evidence_store/ENG-KILLED")
+
+    restarted = create_backend(settings_from_env(env))
+    try:
+        in_flight = restarted.outbox.uploads_in_flight()
+    finally:
+        restarted.close()
+
+    assert in_flight == []
+    with pytest.raises(NotFound):
+        client.files.get_metadata(str(left.path))
+
+
+@pytest.mark.slow
+def test_health_answers_while_every_request_thread_waits_on_the_warehouse(
+    env: dict[str, str], minilake: DatabricksWorkspace, tmp_path: Path
+) -> None:
+    client = minilake.client()
+    server = LiveServer(env, cwd=tmp_path)  # started with the warehouse running
+
+    async def wave() -> tuple[int, int, list[int]]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120) as http:
+            uploads = [
+                asyncio.create_task(
+                    http.post("/api/v1/evidence/upload", data={"engagement_id": "ENG-WAVE"},
+                              files={"file": (f"{n}.txt", b"%d" % n)})
+                )
+                for n in range(45)  # more than the 40 request threads
+            ]  # fmt: skip
+            await asyncio.sleep(0.5)
+            health = await http.get("/api/v1/health")
+            finished_first = sum(upload.done() for upload in uploads)
+            statuses = [(await upload).status_code for upload in uploads]
+            return health.status_code, finished_first, statuses
+
+    client.warehouses.stop(minilake.warehouse_id).result()
+    try:
+        health_status, finished_before_health, statuses = asyncio.run(wave())
+    finally:
+        client.warehouses.start(minilake.warehouse_id).result()
+        server.stop()
+
+    assert health_status == 200
+    assert finished_before_health == 0  # health did not queue behind the waiting uploads
+    assert statuses == [201] * 45

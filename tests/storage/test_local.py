@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import pytest
 
 from app.storage.errors import InvalidInput, StorageMisconfigured
 from app.storage.local import LocalBackend
+from app.storage.staging import StagingArea, owner_is_alive
 
 
 @pytest.fixture
@@ -89,18 +92,16 @@ def test_interrupted_upload_leftovers_are_removed_at_startup(tmp_path: Path) -> 
 
 
 def test_a_file_moved_in_but_never_indexed_is_removed_at_startup(tmp_path: Path) -> None:
-    crash_after(
+    crash_after(  # the real commit, killed where the record would be inserted
         tmp_path,
         """
-        staged = backend.stage()
-        staged.write(b"renamed, then the process died")
-        staged.seal()
-        os.makedirs(backend.store / "E1", exist_ok=True)
-        backend.index.add_intent("f" * 32, "E1/orphan.bin", backend._staging.owner)
-        os.rename(staged.path, backend.store / "E1" / "orphan.bin")
+        import io
+        backend.index.insert_completing_intent = lambda record: os._exit(9)
+        backend.write("E1", "orphan.bin", io.BytesIO(b"renamed, then the process died"))
     """,
     )
-    assert (tmp_path / "evidence_store" / "E1" / "orphan.bin").exists()
+    [orphan] = files_under(tmp_path / "evidence_store")
+    assert orphan.read_bytes() == b"renamed, then the process died"
 
     restarted = LocalBackend(tmp_path / "evidence_store", tmp_path / "state")
     restarted.startup()
@@ -141,9 +142,37 @@ def test_a_record_pointing_outside_the_store_is_not_opened(backend: LocalBackend
         backend.open(forged)
 
 
+def test_state_inside_the_store_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageMisconfigured, match="must not contain each other"):
+        LocalBackend(tmp_path / "evidence_store", tmp_path / "evidence_store" / "state")
+
+
 def test_state_on_another_filesystem_is_refused(tmp_path: Path) -> None:
     other = Path("/dev/shm")
     if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("no second filesystem here")
     with pytest.raises(StorageMisconfigured, match="same filesystem"):
         LocalBackend(tmp_path / "evidence_store", other / f"kmflow-test-{tmp_path.name}")
+
+
+def test_a_lock_file_unlinked_before_it_was_locked_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweeper may find a new owner's lock file unlocked (created, not yet locked), take it
+    for a dead owner's and unlink it; the owner must then lock a file that is really there."""
+    real_flock = fcntl.flock
+    raced: list[int] = []
+
+    def flock_after_a_sweeper_won(fd: int, operation: int) -> None:
+        if not raced and operation == fcntl.LOCK_EX:
+            raced.append(fd)
+            os.unlink(os.readlink(f"/proc/self/fd/{fd}"))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_sweeper_won)
+    area = StagingArea(tmp_path / "staging")
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+
+    assert raced
+    assert owner_is_alive(tmp_path / "staging", area.owner)
+    area.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AppSettings, Storage
 
@@ -29,8 +29,10 @@ class HealthBody(BaseModel):
     response_model=HealthBody,
     responses={503: {"model": HealthBody, "description": "The backend cannot be reached."}},
 )
-async def health(storage: Storage, settings: AppSettings) -> JSONResponse:
-    report = await run_in_threadpool(storage.check)
+async def health(storage: Storage, settings: AppSettings, request: Request) -> JSONResponse:
+    # Probes run on their own threads (see AppState.probe_threads): a backend whose request
+    # threads are all waiting on a stopped warehouse must still answer its health check.
+    report = await anyio.to_thread.run_sync(storage.check, limiter=request.state.probe_threads)
     body = HealthBody(
         status="ok" if report.reachable else "unavailable",
         storage=storage.name,
