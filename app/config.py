@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.storage.delta_location import check_base_path
+
 BackendName = Literal["local", "delta", "databricks"]
 
 MIB = 1024 * 1024
@@ -35,6 +37,12 @@ class Settings(BaseSettings):
     # Local backend and the process-local state every backend needs (staging, queues).
     local_storage_path: Path = Path("./evidence_store")
     state_path: Path = Path("./kmflow_state")
+
+    # Delta Lake backend: files and the evidence_metadata table under one base (dir or s3://).
+    delta_base_path: str = "./delta_store"
+    delta_compact_every: int = Field(default=5, ge=2, le=10_000)
+    delta_checkpoint_every: int = Field(default=100, ge=2, le=100_000)
+    delta_log_retention_days: int = Field(default=30, ge=1, le=36_500)
 
     # Databricks backend (names and defaults from the operator runbook).
     databricks_host: str | None = None
@@ -94,6 +102,11 @@ class Settings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("must be a URL starting with https://")
         return value or None
+
+    @field_validator("delta_base_path")
+    @classmethod
+    def _delta_base_is_dir_or_s3(cls, value: str) -> str:
+        return check_base_path(value)
 
     @model_validator(mode="after")
     def _refuse_open_service_off_loopback(self) -> Settings:

@@ -14,7 +14,7 @@ from tests.live_server import LiveServer
 
 pytest_plugins = ["tests.datalake.workspace"]
 
-BACKENDS = ["local", "databricks"]
+BACKENDS = ["local", "delta", "databricks"]
 
 API_KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -36,6 +36,8 @@ def backend_env(
         "LOCAL_STORAGE_PATH": str(tmp_path / "evidence_store"),
         "STATE_PATH": str(tmp_path / "kmflow_state"),
     }
+    if backend_name == "delta":
+        env["DELTA_BASE_PATH"] = str(tmp_path / "delta_store")
     if backend_name == "databricks":
         env |= request.getfixturevalue("databricks_env")
     return env

@@ -142,17 +142,8 @@ class DatabricksBackend(StorageBackend):
     def _remove_interrupted_uploads(self) -> None:
         """Files of uploads that never got their 201 (the process died mid-way) are removed."""
         for record, owner in self.outbox.uploads_in_flight():
-            if owner_is_alive(self._staging.root, owner):
-                continue
-            try:
-                self.client.files.delete(record.volume_path)
-            except NotFound:
-                pass
-            except _TRANSPORT_ERRORS as error:
-                logger.warning("cannot remove interrupted upload %s yet: %s", record.id, error)
-                continue
-            self.outbox.remove([record.id])
-            logger.info("removed the file of an interrupted upload: %s", record.volume_path)
+            if not owner_is_alive(self._staging.root, owner) and self._withdraw_upload(record):
+                logger.info("removed the file of an interrupted upload: %s", record.volume_path)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -165,7 +156,7 @@ class DatabricksBackend(StorageBackend):
         try:
             self._upload(staged.path, record.volume_path)
         except BaseException:
-            self._forget_failed_upload(record)
+            self._withdraw_upload(record)
             raise
         if self._warehouse_answering and not self._bulk:
             self.outbox.mark_queued(record, claim_seconds=self._claim_seconds)
@@ -192,16 +183,20 @@ class DatabricksBackend(StorageBackend):
             # streamed upload (a proxy's HTML page, say): it is still a failed request.
             raise StorageUnavailable(f"Databricks Files API upload failed: {error}") from error
 
-    def _forget_failed_upload(self, record: EvidenceRecord) -> None:
-        """A failed upload may still have left a file (a timeout after the server stored it)."""
+    def _withdraw_upload(self, record: EvidenceRecord) -> bool:
+        """Remove the file of an upload that got no 201 (a failed or interrupted one may still
+        have left it), then its outbox entry; False if Databricks could not be asked now, and
+        the entry stays for the next startup."""
         try:
             self.client.files.delete(record.volume_path)
         except NotFound:
             pass
         except _TRANSPORT_ERRORS as error:
-            logger.warning("left the outbox entry of %s for startup cleanup: %s", record.id, error)
-            return
+            logger.warning("cannot remove the file of unacknowledged upload %s yet: %s",
+                           record.id, error)  # fmt: skip
+            return False
         self.outbox.remove([record.id])
+        return True
 
     # -- metadata delivery -----------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ directory, then insert the record and drop the intent in one transaction.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from typing import BinaryIO
 from app.config import Settings
 from app.storage.base import BackendHealth, EvidenceRecord, RecordPage, StorageBackend
 from app.storage.errors import StorageMisconfigured, StorageUnavailable
+from app.storage.fsync import fsync_directory
 from app.storage.names import stored_file_name
 from app.storage.sqlite_index import SqliteIndex
 from app.storage.staging import StagedFile, owner_is_alive
@@ -72,11 +72,11 @@ class LocalBackend(StorageBackend):
         directory = target.parent
         if not directory.is_dir():
             directory.mkdir(exist_ok=True)
-            _fsync_directory(self.store)
+            fsync_directory(self.store)
         self.index.add_intent(record.id, relative, self._staging.owner)
         try:
             os.rename(staged.path, target)
-            _fsync_directory(directory)
+            fsync_directory(directory)
             self.index.insert_completing_intent(record)
         except BaseException:
             target.unlink(missing_ok=True)
@@ -113,14 +113,3 @@ class LocalBackend(StorageBackend):
         if not writable:
             details["error"] = "store or state directory is not writable"
         return BackendHealth(reachable=writable, details=details)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as error:  # some filesystems refuse fsync on directories
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)

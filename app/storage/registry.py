@@ -21,15 +21,20 @@ if TYPE_CHECKING:
 class BackendSpec:
     target: str  # "module:Class"
     package: str | None = None  # the distribution the optional extra installs
-    module: str | None = None  # the module it provides
+    modules: tuple[str, ...] = ()  # the modules it provides
     extra: str | None = None
 
 
 BACKENDS: dict[str, BackendSpec] = {
     "local": BackendSpec("app.storage.local:LocalBackend"),
-    "delta": BackendSpec("app.storage.delta:DeltaLakeBackend", "deltalake", "deltalake", "delta"),
+    "delta": BackendSpec(
+        "app.storage.delta:DeltaLakeBackend", "deltalake", ("deltalake", "obstore"), "delta"
+    ),
     "databricks": BackendSpec(
-        "app.storage.databricks:DatabricksBackend", "databricks-sdk", "databricks.sdk", "databricks"
+        "app.storage.databricks:DatabricksBackend",
+        "databricks-sdk",
+        ("databricks.sdk",),
+        "databricks",
     ),
 }
 
@@ -41,11 +46,11 @@ def backend_class(name: str) -> type[StorageBackend]:
     if spec is None:
         valid = ", ".join(BACKENDS)
         raise ConfigError(f"STORAGE_BACKEND: unknown backend {name!r}; valid: {valid}")
-    if spec.module is not None:
-        # The optional package itself, first: whatever the backend module imports before it
-        # (the SDK's own dependencies), a missing extra is reported as one.
+    # The optional packages themselves, first: whatever the backend module imports before
+    # them (the SDK's own dependencies), a missing extra is reported as one.
+    for optional in spec.modules:
         try:
-            importlib.import_module(spec.module)
+            importlib.import_module(optional)
         except ModuleNotFoundError as error:
             raise BackendNotInstalled(
                 f"{spec.package} is required for STORAGE_BACKEND={name}: "

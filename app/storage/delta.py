@@ -1,0 +1,204 @@
+"""Evidence files plus an `evidence_metadata` Delta Lake table (delta-rs), locally or on S3.
+
+Layout under `DELTA_BASE_PATH`: `evidence_store/<engagement_id>/<id>_<slug>` holds the files
+and `evidence_metadata/` the table, whose columns are the Databricks table's, so rows move
+between the two unchanged. A record's `volume_path` is its file's path relative to the base,
+so a base can be copied or moved (to another disk, to S3) without rewriting a row.
+
+A commit: record a write intent in this process's staging directory, make the file durable
+under its final name, then append the row to the table (shared with concurrent uploads by
+`GroupCommit`), then drop the intent. If the append certainly failed, the file is removed; if
+its outcome is unknown the file stays and the next startup asks the table, removing the file
+only if no row points at it. The table's own upkeep is `Maintenance`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import deltalake  # noqa: F401  (the registry turns a missing package into an install hint)
+from obstore.exceptions import BaseError as ObjectStoreError
+
+from app.config import Settings
+from app.storage.base import (
+    BackendHealth,
+    EvidenceRecord,
+    RecordPage,
+    StorageBackend,
+)
+from app.storage.delta_files import EvidenceFiles, LocalFiles, ObjectStoreFiles
+from app.storage.delta_group_commit import GroupCommit
+from app.storage.delta_location import FILES_PREFIX, TABLE_NAME, DeltaLocation
+from app.storage.delta_maintenance import Maintenance, MaintenancePolicy
+from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
+from app.storage.errors import StorageError, StorageUnavailable
+from app.storage.fsync import fsync_directory
+from app.storage.names import stored_file_name
+from app.storage.staging import StagedFile, owner_is_alive
+
+logger = logging.getLogger(__name__)
+
+INTENT_SUFFIX = ".intent"
+
+
+def open_evidence_table(settings: Settings) -> EvidenceTable:
+    """The table alone, for the CLI's history and time-travel commands."""
+    location = DeltaLocation.parse(settings.delta_base_path)
+    return EvidenceTable(location, _files_for(location).exists, settings.delta_log_retention_days)
+
+
+class DeltaLakeBackend(StorageBackend):
+    name = "delta"
+
+    def __init__(
+        self,
+        location: DeltaLocation,
+        staging_root: Path,
+        policy: MaintenancePolicy | None = None,
+        log_retention_days: int = 30,
+    ) -> None:
+        super().__init__(staging_root=staging_root)
+        self.location = location
+        self.files = _files_for(location)
+        self.table = EvidenceTable(location, self.files.exists, log_retention_days)
+        self.maintenance = Maintenance(self.table, policy or MaintenancePolicy(), self.files.lease)
+        self._group = GroupCommit(self._append)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeltaLakeBackend:
+        return cls(
+            DeltaLocation.parse(settings.delta_base_path),
+            settings.state_path.resolve() / "staging",
+            MaintenancePolicy(settings.delta_compact_every, settings.delta_checkpoint_every),
+            settings.delta_log_retention_days,
+        )
+
+    def startup(self) -> None:
+        self.table.ensure_exists()
+        self.table.warm_up()
+        self._resolve_dead_intents()
+        super().startup()
+
+    def close(self) -> None:
+        self.maintenance.close()
+        super().close()
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
+        name = stored_file_name(record.id, record.file_name)
+        relative = f"{FILES_PREFIX}/{record.engagement_id}/{name}"
+        record = record.model_copy(update={"volume_path": relative})
+        intent = self._write_intent(record.id, record.engagement_id, relative)
+        try:
+            with _store_errors():
+                self.files.place(staged, relative)
+            self._group.submit(record)
+        except CommitOutcomeUnknown:
+            logger.warning("commit outcome of %s unknown; the next startup resolves it", relative)
+            raise
+        except BaseException:
+            with _store_errors():
+                self.files.remove(relative)
+            intent.unlink(missing_ok=True)
+            raise
+        intent.unlink(missing_ok=True)
+        return record
+
+    def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
+        return self.table.get(engagement_id, evidence_id)
+
+    def _engagements(self) -> list[str]:
+        return self.table.engagements()
+
+    def get_as_of(
+        self, engagement_id: str, evidence_id: str, version: int
+    ) -> EvidenceRecord | None:
+        """The record as the table held it at `version` (None if it was not there yet)."""
+        return self.table.get(engagement_id, evidence_id, version)
+
+    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+        return self.table.page(engagement_id, limit, cursor)
+
+    def _open(self, record: EvidenceRecord) -> BinaryIO:
+        with _store_errors():
+            return self.files.open(record.volume_path)
+
+    def check(self) -> BackendHealth:
+        details: dict[str, Any] = {"base": self.location.base_uri, "table": TABLE_NAME}
+        try:
+            details["table_version"] = self.table.version(verify=True)
+        except StorageError as error:
+            details["error"] = type(error.__cause__ or error).__name__
+            return BackendHealth(reachable=False, details=details)
+        if self.location.local_root is not None and not os.access(
+            self.location.local_root, os.W_OK
+        ):
+            details["error"] = "DELTA_BASE_PATH is not writable"
+            return BackendHealth(reachable=False, details=details)
+        return BackendHealth(reachable=True, details=details)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _append(self, records: Sequence[EvidenceRecord]) -> None:
+        """`GroupCommit`'s flush: one table version for a batch of uploads."""
+        before, after = self.table.append(records)
+        self.maintenance.after_commit(before, after)
+
+    def _write_intent(self, evidence_id: str, engagement_id: str, relative: str) -> Path:
+        intent = self._staging.directory / f"{evidence_id}{INTENT_SUFFIX}"
+        body = json.dumps({"engagement_id": engagement_id, "id": evidence_id, "path": relative})
+        fd = os.open(intent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, body.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_directory(intent.parent)
+        return intent
+
+    def _resolve_dead_intents(self) -> None:
+        """Files of interrupted commits by dead processes: kept if a row points at them."""
+        root = self._staging.root
+        for directory in root.iterdir():
+            owner = directory.name
+            if not directory.is_dir() or owner == self._staging.owner:
+                continue
+            if owner_is_alive(root, owner):
+                continue
+            for intent in directory.glob(f"*{INTENT_SUFFIX}"):
+                try:
+                    entry = json.loads(intent.read_text(encoding="utf-8"))
+                except json.JSONDecodeError:  # died while writing it: no file was placed yet
+                    intent.unlink()
+                    continue
+                if self.table.get(entry["engagement_id"], entry["id"]) is None:
+                    with _store_errors():
+                        self.files.remove(entry["path"])
+                    logger.info("removed the file of an uncommitted write: %s", entry["path"])
+                intent.unlink()
+
+
+def _files_for(location: DeltaLocation) -> EvidenceFiles:
+    if location.local_root is not None:
+        return LocalFiles(location.local_root)
+    assert location.object_url is not None
+    return ObjectStoreFiles(
+        location.object_url, location.storage_options().get("aws_conditional_put")
+    )
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Object-store failures (network, permissions) become `StorageUnavailable` (a 503)."""
+    try:
+        yield
+    except ObjectStoreError as error:
+        logger.warning("object store request failed: %s", error)
+        raise StorageUnavailable(f"object store: {type(error).__name__}") from error
