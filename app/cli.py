@@ -13,6 +13,7 @@ from typing import Any
 
 from app import __version__
 from app.config import ConfigError, Settings, load_settings
+from app.migration_command import add_migrate_command
 from app.storage.errors import BackendNotInstalled
 from app.storage.registry import backend_class
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=run_serve)
     add_delta_commands(commands)
     add_governance_commands(commands)
+    add_migrate_command(commands)
     return parser
 
 

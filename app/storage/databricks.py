@@ -86,6 +86,7 @@ class DatabricksBackend(StorageBackend):
         volume = settings.databricks_volume
         self.volume_name = f"{catalog}.{schema}.{volume}"
         self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
+        self.table_name = f"{catalog}.{schema}.evidence_metadata"
         self.table = quote_name(catalog, schema, "evidence_metadata")
         self.client = client
         self.probe_client = probe_client  # short timeouts: health answers fast in an outage
@@ -144,6 +145,9 @@ class DatabricksBackend(StorageBackend):
         for record, owner in self.outbox.uploads_in_flight():
             if not owner_is_alive(self._staging.root, owner) and self._withdraw_upload(record):
                 logger.info("removed the file of an interrupted upload: %s", record.volume_path)
+        for owner in self.outbox.claim_holders():
+            if not owner_is_alive(self._staging.root, owner):
+                self.outbox.release_claims(owner)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -159,7 +163,7 @@ class DatabricksBackend(StorageBackend):
             self._withdraw_upload(record)
             raise
         if self._warehouse_answering and not self._bulk:
-            self.outbox.mark_queued(record, claim_seconds=self._claim_seconds)
+            self.outbox.mark_queued(record, self._claim_seconds, self._staging.owner)
             self._deliver([record], timeout=self._inline_seconds)
         else:
             self.outbox.mark_queued(record)
@@ -250,12 +254,12 @@ class DatabricksBackend(StorageBackend):
             self.deliver_outbox()
 
     def _engagements(self) -> set[str]:
-        rows = self.sql.run(f"SELECT DISTINCT engagement_id FROM {self.table}")  # noqa: S608
+        rows = self._read(f"SELECT DISTINCT engagement_id FROM {self.table}")  # noqa: S608
         return {str(row[0]) for row in rows} | self.outbox.engagements()
 
     def known_ids(self) -> set[str]:
         """Every id in the table or on its way there."""
-        rows = self.sql.run(f"SELECT id FROM {self.table}")  # noqa: S608 - a quoted name only
+        rows = self._read(f"SELECT id FROM {self.table}")  # noqa: S608 - a quoted name only
         return {str(row[0]) for row in rows} | self.outbox.ids()
 
     def volume_files(self) -> Iterator[VolumeFile]:
@@ -285,7 +289,9 @@ class DatabricksBackend(StorageBackend):
     def deliver_outbox(self) -> int:
         """Deliver every queued row now; returns how many are still waiting."""
         with self._delivering:
-            while batch := self.outbox.claim(OUTBOX_BATCH, self._claim_seconds):
+            while batch := self.outbox.claim(
+                OUTBOX_BATCH, self._claim_seconds, self._staging.owner
+            ):
                 if not self._deliver(batch):
                     break
         return self.outbox.stats()[0]
@@ -313,7 +319,22 @@ class DatabricksBackend(StorageBackend):
             f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {where} "  # noqa: S608
             f"ORDER BY stored_at DESC, id DESC LIMIT {int(limit)}"
         )
-        return [record_from_row(row) for row in self.sql.run(sql, params)]
+        return [record_from_row(row) for row in self._read(sql, params)]
+
+    def _read(
+        self, sql: str, params: dict[str, str | int | None] | None = None
+    ) -> list[list[object]]:
+        """A query of the table; a table that does not exist yet (a fresh deployment, a dry
+        run before the first write) holds no rows rather than failing."""
+        if not self._table_ready:
+            try:
+                exists = self.client.tables.exists(self.table_name).table_exists
+            except _TRANSPORT_ERRORS as error:
+                raise StorageUnavailable(f"cannot look up {self.table_name}: {error}") from error
+            if not exists:
+                return []
+            self._table_ready = True
+        return self.sql.run(sql, params)
 
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         for record in self.outbox.queued_for(engagement_id):

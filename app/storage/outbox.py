@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     record_json    TEXT    NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0,
     last_error     TEXT,
-    claimed_until  REAL    NOT NULL DEFAULT 0
+    claimed_until  REAL    NOT NULL DEFAULT 0,
+    claimed_by     TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_engagement ON outbox (engagement_id, state);
 """
@@ -69,19 +70,22 @@ class MetadataOutbox:
         )
         return {row[0] for row in rows}
 
-    def mark_queued(self, record: EvidenceRecord, claim_seconds: float = 0) -> None:
+    def mark_queued(
+        self, record: EvidenceRecord, claim_seconds: float = 0, owner: str | None = None
+    ) -> None:
         """The file is safe in the Volume; from now on the row must reach the table.
 
-        With `claim_seconds` the caller keeps the row to deliver it itself right away.
+        With `claim_seconds` the caller (`owner`) keeps the row to deliver it itself right away.
         """
         with self.db.transaction() as db:
             db.execute(
                 "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ?,"
-                " claimed_until = ? WHERE id = ?",
-                (record.stored_at, record.model_dump_json(), _until(claim_seconds), record.id),
-            )
+                " claimed_until = ?, claimed_by = ? WHERE id = ?",
+                (record.stored_at, record.model_dump_json(), _until(claim_seconds), owner,
+                 record.id),
+            )  # fmt: skip
 
-    def claim(self, limit: int, claim_seconds: float) -> list[EvidenceRecord]:
+    def claim(self, limit: int, claim_seconds: float, owner: str) -> list[EvidenceRecord]:
         """Take up to `limit` queued rows nobody is delivering, oldest first."""
         with self.db.transaction() as db:
             rows = db.execute(
@@ -90,10 +94,23 @@ class MetadataOutbox:
                 (time.time(), limit),
             ).fetchall()
             db.executemany(
-                "UPDATE outbox SET claimed_until = ? WHERE id = ?",
-                [(_until(claim_seconds), row[0]) for row in rows],
+                "UPDATE outbox SET claimed_until = ?, claimed_by = ? WHERE id = ?",
+                [(_until(claim_seconds), owner, row[0]) for row in rows],
             )
         return [EvidenceRecord.model_validate_json(row[1]) for row in rows]
+
+    def claim_holders(self) -> set[str]:
+        rows = self.db.connection().execute(
+            "SELECT DISTINCT claimed_by FROM outbox"
+            " WHERE claimed_until >= ? AND claimed_by IS NOT NULL",
+            (time.time(),),
+        )
+        return {row[0] for row in rows}
+
+    def release_claims(self, owner: str) -> None:
+        """An owner that died holding claims: its rows may be delivered by others now."""
+        with self.db.transaction() as db:
+            db.execute("UPDATE outbox SET claimed_until = 0 WHERE claimed_by = ?", (owner,))
 
     def remove(self, evidence_ids: Sequence[str]) -> None:
         with self.db.transaction() as db:

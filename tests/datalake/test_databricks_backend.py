@@ -28,9 +28,16 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.storage.base import EvidenceRecord
-from app.storage.databricks_sql import StatementFailed, StatementRunner, WarehouseUnavailable
+from app.storage.databricks_sql import (
+    StatementFailed,
+    StatementRunner,
+    WarehouseUnavailable,
+    create_table_statement,
+    quote_name,
+)
 from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env
+from tests.datalake.inspect import table_rows
 from tests.datalake.minilake_bridge import MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.live_server import LiveServer
@@ -67,18 +74,6 @@ def upload(client: TestClient | httpx.Client, engagement: str, name: str, conten
     body, content_type = multipart_body(fields, name, content)
     return client.post(
         "/api/v1/evidence/upload", content=body, headers={"Content-Type": content_type}
-    )
-
-
-def table_rows(
-    workspace: DatabricksWorkspace, env: dict[str, str], engagement: str
-) -> list[list[object]]:
-    runner = StatementRunner(workspace.client(), workspace.warehouse_id, timeout=30)
-    table = f"`{env['DATABRICKS_CATALOG']}`.`{env['DATABRICKS_SCHEMA']}`.`evidence_metadata`"
-    return runner.run(
-        f"SELECT id, content_hash, size_bytes, metadata_json FROM {table} "  # noqa: S608
-        "WHERE engagement_id = :engagement ORDER BY id",
-        {"engagement": engagement},
     )
 
 
@@ -147,6 +142,8 @@ def test_rows_queued_while_the_warehouse_is_stopped_arrive_once_after_a_restart(
 ) -> None:
     client = minilake.client()
     uploads = {f"memo-{n}.txt": f"memo {n}".encode() for n in range(3)}
+    table = quote_name(env["DATABRICKS_CATALOG"], env["DATABRICKS_SCHEMA"], "evidence_metadata")
+    StatementRunner(client, minilake.warehouse_id, 30).run(create_table_statement(table))
     client.warehouses.stop(minilake.warehouse_id).result()
     try:
         server = LiveServer(env, cwd=tmp_path)
@@ -186,8 +183,6 @@ def test_rows_queued_while_the_warehouse_is_stopped_arrive_once_after_a_restart(
         restarted.stop()
 
     assert pending == 0
-    # The first server started with the warehouse stopped, so the table did not exist yet:
-    # delivery after the restart created it and inserted each row exactly once.
     rows = table_rows(minilake, env, "ENG-QUEUE")
     assert sorted(row[0] for row in rows) == sorted(record["id"] for record in records)
     assert sorted(json.loads(str(row[3]))["n"] for row in rows) == sorted(uploads)
@@ -317,10 +312,10 @@ def test_the_delivery_thread_survives_an_unexpected_error(
         real_claim = backend.outbox.claim
         failures = iter([sqlite3.OperationalError("database is locked")])
 
-        def claim_failing_once(limit: int, seconds: float) -> list[EvidenceRecord]:
+        def claim_failing_once(limit: int, seconds: float, owner: str) -> list[EvidenceRecord]:
             if (error := next(failures, None)) is not None:
                 raise error
-            return real_claim(limit, seconds)
+            return real_claim(limit, seconds, owner)
 
         monkeypatch.setattr(backend.outbox, "claim", claim_failing_once)
         deadline = time.monotonic() + 20

@@ -1,0 +1,163 @@
+"""`kmflow migrate`: the operator's front end to `app.migration`, shared by the runbook's
+`scripts/migrate_to_databricks.py` and `scripts/migrate_from_databricks.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.config import BackendName, ConfigError, Settings, load_settings
+from app.migration import (
+    backend_items,
+    describe_plan,
+    directory_items,
+    plan_migration,
+    run_migration,
+)
+from app.storage.base import StorageBackend
+from app.storage.errors import StorageError
+from app.storage.registry import BACKENDS, backend_class, create_backend
+
+DEFAULT_WORKERS = 8
+
+
+def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy evidence between backends (idempotent, resumable)",
+        description="Copy every record (file, id, time, name, metadata) from one backend to "
+        "another. Already-copied records are skipped; rerun after any failure or kill.",
+    )
+    migrate.add_argument("--from", dest="source", choices=list(BACKENDS), required=True)
+    migrate.add_argument("--to", dest="target", choices=list(BACKENDS), required=True)
+    migrate.add_argument(
+        "--source-dir", type=Path,
+        help="local source store (default LOCAL_STORAGE_PATH); without a kmflow index in "
+        "--state-dir it is read as a bare <engagement_id>/<file> tree",
+    )  # fmt: skip
+    migrate.add_argument("--target-dir", type=Path, help="local target store")
+    migrate.add_argument(
+        "--state-dir", type=Path, help="where the local index lives (default STATE_PATH)"
+    )
+    migrate.add_argument("--catalog", help="Unity Catalog catalog (default DATABRICKS_CATALOG)")
+    migrate.add_argument("--schema", help="base schema (default DATABRICKS_SCHEMA)")
+    migrate.add_argument("--volume", help="volume (default DATABRICKS_VOLUME)")
+    migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    migrate.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="parallel copies")
+    migrate.add_argument(
+        "--backfill-metadata", action="store_true",
+        help="(--to databricks) add missing evidence_metadata rows for files already in the "
+        "Volume, without uploading anything",
+    )  # fmt: skip
+    migrate.set_defaults(handler=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    if args.source == args.target:
+        raise ConfigError("--from and --to name the same backend; nothing to migrate")
+    if not 1 <= args.workers <= 64:
+        raise ConfigError("--workers must be between 1 and 64")
+    for name in (args.source, args.target):
+        backend_class(name)  # a missing optional package fails here, clearly
+    if args.backfill_metadata:
+        return _backfill(args)
+
+    source_settings = _settings(args, args.source, args.source_dir)
+    target_settings = _settings(args, args.target, args.target_dir)
+    build = _open_for_reading if args.dry_run else create_backend
+    bare_directory = (
+        args.source == "local" and not (source_settings.state_path / "index.sqlite3").exists()
+    )
+    source = None if bare_directory else build(source_settings)
+    target = build(target_settings)
+    try:
+        items: Any
+        if source is None:
+            root = source_settings.local_storage_path
+            print(f"no kmflow index in {source_settings.state_path}: reading {root} as a bare "
+                  "<engagement_id>/<file> tree", file=sys.stderr)  # fmt: skip
+            items = directory_items(root)
+        else:
+            items = backend_items(source)
+        return _migrate(args, items, target)
+    finally:
+        target.close()
+        if source is not None:
+            source.close()
+
+
+def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend) -> int:
+    try:
+        plan = plan_migration(items, target)
+    except StorageError as error:
+        print(f"kmflow: cannot plan the migration: {error}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(describe_plan(plan))
+        print("dry run: nothing was copied")
+        return 1 if plan.refused else 0
+    report = run_migration(plan, target, workers=args.workers, progress_stream=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from app.storage.databricks import DatabricksBackend
+    from app.storage.databricks_backfill import backfill_metadata
+
+    if args.target != "databricks":
+        raise ConfigError("--backfill-metadata works on the Databricks target only")
+    target = create_backend(_settings(args, "databricks", None))
+    assert isinstance(target, DatabricksBackend)
+    try:
+        report = backfill_metadata(target, dry_run=args.dry_run, progress_stream=sys.stderr)
+    finally:
+        target.close()
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _settings(args: argparse.Namespace, backend: BackendName, store: Path | None) -> Settings:
+    overrides: dict[str, object] = {"storage_backend": backend}
+    for name, value in (
+        ("local_storage_path", store),
+        ("state_path", args.state_dir),
+        ("databricks_catalog", args.catalog),
+        ("databricks_schema", args.schema),
+        ("databricks_volume", args.volume),
+    ):
+        if value is not None:
+            overrides[name] = value
+    return load_settings(**overrides)
+
+
+def _open_for_reading(settings: Settings) -> StorageBackend:
+    """A backend for a dry run: built, but without startup work (table creation, cleanup)."""
+    return backend_class(settings.storage_backend).from_settings(settings)
+
+
+def forward_to_migrate(
+    argv: list[str],
+    *,
+    description: str,
+    direction: list[str],
+    value_flags: dict[str, str],
+    switches: dict[str, str],
+) -> list[str]:
+    """The runbook's scripts: parse their documented flags, return the `kmflow` argv."""
+    parser = argparse.ArgumentParser(description=description)
+    for flag, text in value_flags.items():
+        parser.add_argument(flag, help=text)
+    for flag, text in switches.items():
+        parser.add_argument(flag, action="store_true", help=text)
+    args = vars(parser.parse_args(argv))
+    command = ["migrate", *direction]
+    for flag in value_flags:
+        if (value := args[flag.lstrip("-").replace("-", "_")]) is not None:
+            command += [flag, value]
+    for flag in switches:
+        if args[flag.lstrip("-").replace("-", "_")]:
+            command.append(flag)
+    return command

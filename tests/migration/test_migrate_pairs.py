@@ -1,0 +1,62 @@
+"""`kmflow migrate` between the backends that need no workspace: local -> delta -> local."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.storage.local import LocalBackend
+from app.storage.registry import create_backend
+from tests.conftest import settings_from_env
+
+
+def test_local_to_delta_and_back_keeps_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = LocalBackend(tmp_path / "store", tmp_path / "state")
+    written = {
+        record.id: record
+        for record in (
+            source.write(f"E{n % 3}", f"f{n}.bin", io.BytesIO(b"%d" % n * 100), {"n": n})
+            for n in range(25)
+        )
+    }
+    source.close()
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0  # copies nothing
+    back = ["migrate", "--from", "delta", "--to", "local", "--target-dir", str(tmp_path / "back"),
+            "--state-dir", str(tmp_path / "back_state")]  # fmt: skip
+    assert main(back) == 0
+    output = capsys.readouterr().out
+
+    assert "copied: 25 " in output and "skipped (already there): 25" in output
+    delta = create_backend(settings_from_env({
+        "STORAGE_BACKEND": "delta", "DELTA_BASE_PATH": str(tmp_path / "delta"),
+        "STATE_PATH": str(tmp_path / "state"),
+    }))  # fmt: skip
+    restored = LocalBackend(tmp_path / "back", tmp_path / "back_state")
+    try:
+        for backend in (delta, restored):
+            records = [r for e in backend.engagements() for r in backend.list(e).items]
+            assert {r.id: r.model_dump(exclude={"volume_path"}) for r in records} == {
+                i: r.model_dump(exclude={"volume_path"}) for i, r in written.items()
+            }
+        for record in restored.list("E1").items:
+            with restored.open(record) as stream:
+                assert stream.read() == b"%d" % json.loads(record.metadata_json or "{}")["n"] * 100
+    finally:
+        delta.close()
+        restored.close()
+
+
+def test_the_same_backend_on_both_sides_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--from", "local", "--to", "local"]) == 2
+    assert "same backend" in capsys.readouterr().err
