@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.storage.base import StorageBackend
+from app.storage.local import LocalBackend
 from tests.live_server import LiveServer
 
 pytest_plugins = ["tests.datalake.workspace"]
@@ -49,6 +51,19 @@ def settings_from_env(env: dict[str, str], **overrides: object) -> Settings:
 
 
 ClientFactory = Callable[..., TestClient]
+
+
+def stored_files(client: TestClient) -> list[str]:
+    """The evidence files the client's backend holds, and any staged leftovers, looked at
+    directly in its storage rather than through the API."""
+    storage: StorageBackend = client.app_state["storage"]
+    found = [str(path) for path in storage._staging.root.rglob("*.part")]
+    if isinstance(storage, LocalBackend):
+        return found + [str(p) for p in storage.store.rglob("*") if p.is_file()]
+    if storage.name == "delta":
+        root = storage.location.local_root  # type: ignore[attr-defined]
+        return found + [str(p) for p in (root / "evidence_store").rglob("*") if p.is_file()]
+    return found + [file.path for file in storage.volume_files()]  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.storage.pagination import encode_cursor
-from tests.conftest import API_KEY, AUTH, ClientFactory
+from tests.conftest import API_KEY, AUTH, ClientFactory, stored_files
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
 
@@ -165,7 +165,7 @@ HOSTILE_FILE_NAMES = [
 def test_hostile_file_names_are_stored_inside_the_store_and_listed_safely(
     client: TestClient,
 ) -> None:
-    stored = {}
+    stored: dict[str, dict[str, object]] = {}
     for name in HOSTILE_FILE_NAMES:
         response = upload(client, "HOSTILE", name, name.encode())
         assert response.status_code == 201, (name, response.text)
@@ -178,6 +178,7 @@ def test_hostile_file_names_are_stored_inside_the_store_and_listed_safely(
     assert stored["résumé 📄 証拠.pdf"]["file_name"] == "résumé 📄 証拠.pdf"
     assert stored["Report.PDF"]["volume_path"] != stored["report.pdf"]["volume_path"]
     assert len(listed(client, "HOSTILE")) == len(HOSTILE_FILE_NAMES)
+    assert len(stored_files(client)) == len(HOSTILE_FILE_NAMES)
     for name, record in stored.items():
         content = client.get(f"/api/v1/evidence/HOSTILE/{record['id']}/content")
         assert content.content == name.encode()
@@ -193,6 +194,7 @@ def test_file_names_that_cannot_be_kept_are_refused(client: TestClient, file_nam
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
     assert listed(client, "BADNAMES") == []
+    assert stored_files(client) == []
 
 
 @pytest.mark.parametrize(
@@ -203,6 +205,7 @@ def test_hostile_engagement_ids_are_refused(client: TestClient, engagement_id: s
     response = upload(client, engagement_id, "a.txt", b"data")
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
+    assert stored_files(client) == []
     listing = client.get(f"/api/v1/evidence/{quote(engagement_id, safe='')}")
     assert listing.status_code in (404, 422)
     assert "items" not in listing.json()
@@ -218,6 +221,7 @@ def test_over_the_size_limit_is_413_and_stores_nothing(make_client: ClientFactor
     assert too_big.status_code == 413, too_big.text
     assert too_big.json()["error"] == "payload_too_large"
     assert [item["file_name"] for item in listed(client, "LIMIT")] == ["ok.bin"]
+    assert len(stored_files(client)) == 1
 
 
 def test_declared_oversized_body_is_refused_before_reading(make_client: ClientFactory) -> None:
@@ -229,6 +233,7 @@ def test_declared_oversized_body_is_refused_before_reading(make_client: ClientFa
     )  # fmt: skip
     assert response.status_code == 413
     assert listed(client, "LIMIT") == []
+    assert stored_files(client) == []
 
 
 @pytest.mark.parametrize(
@@ -256,6 +261,7 @@ def test_bad_uploads_get_a_json_4xx_and_store_nothing(
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error", "detail"}
     assert listed(client, "BAD") == []
+    assert stored_files(client) == []
 
 
 def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
@@ -273,6 +279,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
 
     assert response.status_code == 413
     assert listed(client, "CHUNKED") == []
+    assert stored_files(client) == []
 
 
 def test_without_api_keys_only_loopback_requests_are_served(make_client: ClientFactory) -> None:
@@ -291,6 +298,7 @@ def test_metadata_over_its_limit_is_refused(make_client: ClientFactory) -> None:
     response = upload(client, "META", "a.txt", b"x", json.dumps({"k": "v" * 200}))
     assert response.status_code == 413
     assert listed(client, "META") == []
+    assert stored_files(client) == []
 
 
 @pytest.mark.parametrize(
@@ -310,6 +318,7 @@ def test_malformed_bodies_get_a_json_4xx(
     response = client.post(UPLOAD, content=body, headers={"Content-Type": content_type})
     assert 400 <= response.status_code < 500, response.text
     assert set(response.json()) == {"error", "detail"}
+    assert stored_files(client) == []
 
 
 def test_evidence_routes_need_a_valid_key_and_health_does_not(client: TestClient) -> None:
@@ -325,6 +334,7 @@ def test_evidence_routes_need_a_valid_key_and_health_does_not(client: TestClient
     assert missing.headers["www-authenticate"] == "Bearer"
     assert client.get("/api/v1/evidence/AUTH", headers={"Authorization": ""}).status_code == 401
     assert listed(client, "AUTH") == []
+    assert stored_files(client) == []
     health = client.get("/api/v1/health", headers={"Authorization": ""})
     assert health.status_code == 200
     assert API_KEY not in health.text
