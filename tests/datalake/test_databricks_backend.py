@@ -210,7 +210,7 @@ def test_a_statement_still_pending_is_polled_then_given_up_and_cancelled(
     finally:
         client.warehouses.start(minilake.warehouse_id).result()
     assert 1.0 < time.monotonic() - started < 10
-    assert runner.run("SELECT 1") == [[1]] or runner.run("SELECT 1") == [["1"]]
+    assert runner.run("SELECT 1") in ([[1]], [["1"]])  # native (MiniLake) or text (Databricks)
 
 
 def test_user_values_travel_as_parameters_never_in_sql_text(
