@@ -21,23 +21,30 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1) -> None:
+    """`kmflow serve` with this environment plus `env`; or, given `command` (a container's CMD),
+    that command with `env` as its whole environment and the port passed as API_PORT."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        workers: int = 1,
+        command: list[str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = cwd / f"server-{self.port}.log"
+        self.log_path = (log_dir or cwd) / f"server-{self.port}.log"
         self._log = self.log_path.open("wb")
+        if command is None:
+            command = [sys.executable, "-m", "app.cli", "serve"]
+            command += ["--port", str(self.port), "--workers", str(workers)]
+            env = {**os.environ, **env}
+        else:
+            env = {**env, "API_PORT": str(self.port)}
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
-            env={**os.environ, **env},
+            command,
+            env=env,
             cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
