@@ -100,8 +100,9 @@ def directory_items(root: Path) -> Iterator[MigrationItem]:
             yield MigrationItem(record, partial(_open_binary, path), str(path))
 
 
-def plan_migration(items: Iterable[MigrationItem], target: StorageBackend) -> MigrationPlan:
-    """Sort items into copy / skip / refuse, reading the target's records once per engagement."""
+def plan_migration(items: Iterable[MigrationItem], target: StorageBackend | None) -> MigrationPlan:
+    """Sort items into copy / skip / refuse, reading the target's records once per engagement
+    (`None`: a target that does not exist yet, so holds nothing)."""
     plan = MigrationPlan()
     known: dict[str, dict[str, EvidenceRecord]] = {}
     for item in items:
@@ -113,17 +114,21 @@ def plan_migration(items: Iterable[MigrationItem], target: StorageBackend) -> Mi
             plan.refused.append((item, str(error)))
             continue
         if record.engagement_id not in known:
-            known[record.engagement_id] = {
-                existing.id: existing for existing in all_records(target, record.engagement_id)
-            }
+            held = all_records(target, record.engagement_id) if target is not None else ()
+            known[record.engagement_id] = {existing.id: existing for existing in held}
         existing = known[record.engagement_id].get(record.id)
         if existing is None:
             plan.to_copy.append(item)
+            known[record.engagement_id][record.id] = record  # a repeat in the source: refuse it
         elif existing.content_hash == record.content_hash:
             plan.skipped.append(item)
         else:
             plan.refused.append(
-                (item, f"the target holds id {record.id} with different content; not overwritten")
+                (
+                    item,
+                    f"id {record.id} is already in the target (or earlier in this source) "
+                    "with different content; not overwritten",
+                )
             )
     return plan
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from app.migration import (
 )
 from app.storage.base import StorageBackend
 from app.storage.errors import StorageError
+from app.storage.names import parse_stored_file_name
 from app.storage.registry import BACKENDS, backend_class, create_backend
 
 DEFAULT_WORKERS = 8
@@ -45,6 +48,11 @@ def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     migrate.add_argument("--schema", help="base schema (default DATABRICKS_SCHEMA)")
     migrate.add_argument("--volume", help="volume (default DATABRICKS_VOLUME)")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    migrate.add_argument(
+        "--bare", action="store_true",
+        help="read --source-dir as a bare <engagement_id>/<file> tree even where it looks like "
+        "a kmflow store whose index is elsewhere (original names and metadata are then lost)",
+    )  # fmt: skip
     migrate.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="parallel copies")
     migrate.add_argument(
         "--backfill-metadata", action="store_true",
@@ -67,11 +75,13 @@ def run_migrate(args: argparse.Namespace) -> int:
     source_settings = _settings(args, args.source, args.source_dir)
     target_settings = _settings(args, args.target, args.target_dir)
     build = _open_for_reading if args.dry_run else create_backend
-    bare_directory = (
-        args.source == "local" and not (source_settings.state_path / "index.sqlite3").exists()
-    )
+    bare_directory = args.source == "local" and _is_bare_tree(source_settings, args.bare)
     source = None if bare_directory else build(source_settings)
-    target = build(target_settings)
+    target = (
+        None  # a dry run creates nothing: a local target without an index is simply empty
+        if args.dry_run and args.target == "local" and _local_index_size(target_settings) is None
+        else build(target_settings)
+    )
     try:
         items: Any
         if source is None:
@@ -83,12 +93,13 @@ def run_migrate(args: argparse.Namespace) -> int:
             items = backend_items(source)
         return _migrate(args, items, target)
     finally:
-        target.close()
+        if target is not None:
+            target.close()
         if source is not None:
             source.close()
 
 
-def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend) -> int:
+def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None) -> int:
     try:
         plan = plan_migration(items, target)
     except StorageError as error:
@@ -98,6 +109,7 @@ def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend) -> in
         print(describe_plan(plan))
         print("dry run: nothing was copied")
         return 1 if plan.refused else 0
+    assert target is not None  # only a dry run plans against a target that does not exist
     report = run_migration(plan, target, workers=args.workers, progress_stream=sys.stderr)
     print(report.summary())
     return 0 if report.ok else 1
@@ -109,7 +121,8 @@ def _backfill(args: argparse.Namespace) -> int:
 
     if args.target != "databricks":
         raise ConfigError("--backfill-metadata works on the Databricks target only")
-    target = create_backend(_settings(args, "databricks", None))
+    settings = _settings(args, "databricks", None)
+    target = _open_for_reading(settings) if args.dry_run else create_backend(settings)
     assert isinstance(target, DatabricksBackend)
     try:
         report = backfill_metadata(target, dry_run=args.dry_run, progress_stream=sys.stderr)
@@ -123,7 +136,7 @@ def _settings(args: argparse.Namespace, backend: BackendName, store: Path | None
     overrides: dict[str, object] = {"storage_backend": backend}
     for name, value in (
         ("local_storage_path", store),
-        ("state_path", args.state_dir),
+        ("state_path", args.state_dir if backend == "local" else None),
         ("databricks_catalog", args.catalog),
         ("databricks_schema", args.schema),
         ("databricks_volume", args.volume),
@@ -131,6 +144,37 @@ def _settings(args: argparse.Namespace, backend: BackendName, store: Path | None
         if value is not None:
             overrides[name] = value
     return load_settings(**overrides)
+
+
+def _local_index_size(settings: Settings) -> int | None:
+    """Records in the local index at STATE_PATH, read-only; None if there is no index."""
+    path = settings.state_path / "index.sqlite3"
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        (count,) = db.execute("SELECT count(*) FROM evidence_metadata").fetchone()
+    return int(count)
+
+
+def _is_bare_tree(settings: Settings, bare: bool) -> bool:
+    """Whether a local source is read without an index; refuses to guess wrong.
+
+    A kmflow store read without its index loses every client file name and metadata for
+    good, and a later run with the right index would skip those records as already copied.
+    """
+    if _local_index_size(settings):
+        return False
+    root = settings.local_storage_path
+    looks_like_a_store = any(
+        parse_stored_file_name(path.name) for path in root.rglob("*") if path.is_file()
+    )
+    if looks_like_a_store and not bare:
+        raise ConfigError(
+            f"{root} holds kmflow-stored files (<id>_<name>) but the index at "
+            f"{settings.state_path} has none of their records: pass --state-dir with the "
+            "store's index, or --bare to copy the files without it (names and metadata lost)"
+        )
+    return True
 
 
 def _open_for_reading(settings: Settings) -> StorageBackend:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.storage.errors import (
+    EvidenceExists,
     EvidenceNotFound,
     InvalidInput,
     StorageError,
@@ -62,6 +63,7 @@ def malformed_request(detail: str) -> ApiError:
 
 _STORAGE_STATUS: list[tuple[type[StorageError], int, str]] = [
     (EvidenceNotFound, 404, "not_found"),
+    (EvidenceExists, 409, "conflict"),
     (InvalidInput, 422, "invalid_request"),
     (StorageUnavailable, 503, "storage_unavailable"),
     (StorageMisconfigured, 503, "storage_misconfigured"),

@@ -27,7 +27,7 @@ from app.storage.names import (
     new_evidence_id,
     validate_engagement_id,
 )
-from app.storage.pagination import MAX_PAGE_SIZE
+from app.storage.pagination import MAX_PAGE_SIZE, is_stored_at
 from app.storage.staging import StagedFile, StagingArea
 
 if TYPE_CHECKING:
@@ -129,7 +129,12 @@ class StorageBackend(ABC):
             raise InvalidInput(f"file name {record.file_name!r} is not one kmflow stores")
         if not is_evidence_id(record.id):
             raise InvalidInput(f"evidence id {record.id!r} is not 32 hex characters")
-        encode_metadata(json.loads(record.metadata_json) if record.metadata_json else None)
+        if not is_stored_at(record.stored_at):
+            raise InvalidInput(f"stored_at {record.stored_at!r} is not a kmflow UTC timestamp")
+        try:
+            encode_metadata(json.loads(record.metadata_json) if record.metadata_json else None)
+        except ValueError as error:
+            raise InvalidInput(f"metadata of {record.id} is not a JSON object: {error}") from None
         staged = self.stage()
         try:
             while chunk := stream.read(COPY_CHUNK_BYTES):

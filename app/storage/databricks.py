@@ -26,7 +26,7 @@ from typing import BinaryIO
 import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
-from databricks.sdk.errors import NotFound, PermissionDenied, Unauthenticated
+from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict, Unauthenticated
 from databricks.sdk.errors.base import DatabricksError
 
 from app.config import Settings
@@ -45,7 +45,12 @@ from app.storage.databricks_sql import (
     quote_name,
     record_from_row,
 )
-from app.storage.errors import StorageError, StorageMisconfigured, StorageUnavailable
+from app.storage.errors import (
+    EvidenceExists,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
 from app.storage.names import stored_file_name
 from app.storage.outbox import MetadataOutbox
 from app.storage.pagination import decode_cursor, encode_cursor
@@ -143,7 +148,18 @@ class DatabricksBackend(StorageBackend):
     def _remove_interrupted_uploads(self) -> None:
         """Files of uploads that never got their 201 (the process died mid-way) are removed."""
         for record, owner in self.outbox.uploads_in_flight():
-            if not owner_is_alive(self._staging.root, owner) and self._withdraw_upload(record):
+            if owner_is_alive(self._staging.root, owner):
+                continue
+            try:
+                committed = bool(self._read(
+                    f"SELECT id FROM {self.table} WHERE id = :id", {"id": record.id}  # noqa: S608
+                ))  # fmt: skip
+            except StorageError as error:
+                logger.warning("interrupted upload %s left for later: %s", record.id, error)
+                continue
+            if committed:  # its file is evidence stored under the same id: keep it
+                self.outbox.remove([record.id])
+            elif self._withdraw_upload(record):
                 logger.info("removed the file of an interrupted upload: %s", record.volume_path)
         for owner in self.outbox.claim_holders():
             if not owner_is_alive(self._staging.root, owner):
@@ -156,9 +172,15 @@ class DatabricksBackend(StorageBackend):
         record = record.model_copy(
             update={"volume_path": f"{self.root}/{record.engagement_id}/{name}"}
         )
-        self.outbox.begin_upload(record, self._staging.owner)
+        try:
+            self.outbox.begin_upload(record, self._staging.owner)
+        except sqlite3.IntegrityError:
+            raise EvidenceExists(f"record {record.id} is being stored already") from None
         try:
             self._upload(staged.path, record.volume_path)
+        except EvidenceExists:  # the file there is not ours: leave it
+            self.outbox.remove([record.id])
+            raise
         except BaseException:
             self._withdraw_upload(record)
             raise
@@ -180,6 +202,10 @@ class DatabricksBackend(StorageBackend):
                 use_parallel=True,
                 parallelism=UPLOAD_PARALLELISM,
             )
+        except ResourceConflict as error:  # ALREADY_EXISTS: overwrite=False held
+            raise EvidenceExists(
+                f"{volume_path} is already in the Volume; nothing was replaced"
+            ) from error
         except _TRANSPORT_ERRORS as error:
             raise self._files_error(error, "WRITE VOLUME") from error
         except TypeError as error:

@@ -37,7 +37,7 @@ from app.storage.delta_group_commit import GroupCommit
 from app.storage.delta_location import FILES_PREFIX, TABLE_NAME, DeltaLocation
 from app.storage.delta_maintenance import Maintenance, MaintenancePolicy
 from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
-from app.storage.errors import StorageError, StorageUnavailable
+from app.storage.errors import EvidenceExists, StorageError, StorageUnavailable
 from app.storage.fsync import fsync_directory
 from app.storage.names import stored_file_name
 from app.storage.staging import StagedFile, owner_is_alive
@@ -102,6 +102,9 @@ class DeltaLakeBackend(StorageBackend):
             self._group.submit(record)
         except CommitOutcomeUnknown:
             logger.warning("commit outcome of %s unknown; the next startup resolves it", relative)
+            raise
+        except EvidenceExists:  # the file there is not ours: leave it
+            intent.unlink(missing_ok=True)
             raise
         except BaseException:
             with _store_errors():

@@ -34,8 +34,8 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import from_url
 
-from app.storage.errors import StorageMisconfigured, StorageUnavailable
-from app.storage.fsync import fsync_directory
+from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
+from app.storage.fsync import fsync_directory, link_into_place
 from app.storage.staging import StagedFile
 
 READ_CHUNK_BYTES = 1024 * 1024
@@ -85,7 +85,7 @@ class LocalFiles(EvidenceFiles):
         target = self.path(relative)
         _make_directories(target.parent, self.root)
         try:
-            os.rename(staged.path, target)
+            link_into_place(staged.path, target)  # never over an existing file
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
@@ -135,6 +135,10 @@ class ObjectStoreFiles(EvidenceFiles):
             self._store = from_url(url, conditional_put=conditional_put)
 
     def place(self, staged: StagedFile, relative: str) -> None:
+        # Never over an existing object. A check, not an atomic guard (a multipart put cannot
+        # be conditional): it stops a migration restoring an id the target already holds.
+        if self.exists(relative):
+            raise EvidenceExists(f"{relative} is already stored; nothing was replaced")
         obstore.put(
             self._store,
             relative,
@@ -239,7 +243,6 @@ def _copy_durably(source: Path, target: Path) -> None:
                 writer.write(chunk)
             writer.flush()
             os.fsync(writer.fileno())
-        os.rename(partial, target)
-    except BaseException:
+        link_into_place(partial, target)  # never over an existing file
+    finally:
         partial.unlink(missing_ok=True)
-        raise

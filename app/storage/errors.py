@@ -19,6 +19,14 @@ class InvalidCursor(InvalidInput):
     """A pagination cursor that this service did not issue."""
 
 
+class EvidenceExists(StorageError):
+    """A record with that id, or its file, is already stored: nothing is replaced or removed.
+
+    New writes get fresh ids; this is a migration restoring a record the target already has
+    (two runs at once, a source that repeats an id).
+    """
+
+
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now; retrying later may succeed."""
 

@@ -6,6 +6,8 @@ import errno
 import os
 from pathlib import Path
 
+from app.storage.errors import EvidenceExists
+
 
 def fsync_directory(path: Path) -> None:
     """Make a rename or a new entry in `path` survive power loss."""
@@ -25,3 +27,12 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def link_into_place(source: Path, target: Path) -> None:
+    """Give `source`'s bytes the name `target`, never replacing a file already there (a rename
+    would); the caller removes `source` afterwards."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise EvidenceExists(f"{target.name} is already stored; nothing was replaced") from None

@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 from app.config import Settings
 from app.storage.base import BackendHealth, EvidenceRecord, RecordPage, StorageBackend
-from app.storage.errors import StorageMisconfigured, StorageUnavailable
-from app.storage.fsync import fsync_directory
+from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
+from app.storage.fsync import fsync_directory, link_into_place
 from app.storage.names import stored_file_name
 from app.storage.sqlite_index import SqliteIndex
 from app.storage.staging import StagedFile, owner_is_alive
@@ -57,9 +57,10 @@ class LocalBackend(StorageBackend):
         for evidence_id, path, owner in self.index.intents():
             if owner_is_alive(self._staging.root, owner):
                 continue
-            (self.store / path).unlink(missing_ok=True)
+            if not self.index.has_record(evidence_id):  # else the file is committed evidence
+                (self.store / path).unlink(missing_ok=True)
+                logger.info("removed unindexed file of an interrupted write: %s", path)
             self.index.drop_intent(evidence_id)
-            logger.info("removed unindexed file of an interrupted write: %s", path)
 
     def close(self) -> None:
         self.index.close()
@@ -73,14 +74,23 @@ class LocalBackend(StorageBackend):
         if not directory.is_dir():
             directory.mkdir(exist_ok=True)
             fsync_directory(self.store)
-        self.index.add_intent(record.id, relative, self._staging.owner)
         try:
-            os.rename(staged.path, target)
+            self.index.add_intent(record.id, relative, self._staging.owner)
+        except sqlite3.IntegrityError:
+            raise EvidenceExists(f"record {record.id} is being stored already") from None
+        try:
+            link_into_place(staged.path, target)  # never over an existing file
+        except BaseException:
+            self.index.drop_intent(record.id)
+            raise
+        try:
             fsync_directory(directory)
             self.index.insert_completing_intent(record)
-        except BaseException:
-            target.unlink(missing_ok=True)
+        except BaseException as error:
+            target.unlink(missing_ok=True)  # ours: link_into_place just created it
             self.index.drop_intent(record.id)
+            if isinstance(error, sqlite3.IntegrityError):
+                raise EvidenceExists(f"record {record.id} is already stored") from None
             raise
         return record
 

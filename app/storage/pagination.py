@@ -16,8 +16,13 @@ from app.storage.errors import InvalidCursor
 MAX_PAGE_SIZE = 1000
 # What kmflow itself writes: `utc_timestamp()` and `new_evidence_id()`. A cursor holding
 # anything else was not issued here, and nothing else ever reaches a query.
-_STORED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_STORED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_stored_at(value: str) -> bool:
+    """True for a timestamp as `utc_timestamp()` writes it."""
+    return _STORED_AT.fullmatch(value) is not None
 
 
 def encode_cursor(stored_at: str, evidence_id: str) -> str:

@@ -101,6 +101,14 @@ class SqliteIndex:
         next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
         return RecordPage(items=items, next_cursor=next_cursor)
 
+    def has_record(self, evidence_id: str) -> bool:
+        row = (
+            self.db.connection()
+            .execute("SELECT 1 FROM evidence_metadata WHERE id = ?", (evidence_id,))
+            .fetchone()
+        )
+        return row is not None
+
     def engagements(self) -> list[str]:
         rows = self.db.connection().execute("SELECT DISTINCT engagement_id FROM evidence_metadata")
         return [row[0] for row in rows]

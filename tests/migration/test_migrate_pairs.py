@@ -60,3 +60,71 @@ def test_local_to_delta_and_back_keeps_every_record(
 def test_the_same_backend_on_both_sides_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--from", "local", "--to", "local"]) == 2
     assert "same backend" in capsys.readouterr().err
+
+
+def kmflow_named_tree(root: Path) -> str:
+    """A bare tree whose files are named like a kmflow store's, one id appearing twice."""
+    evidence_id = "0123456789abcdef0123456789abcdef"
+    (root / "E1" / "sub").mkdir(parents=True)
+    (root / "E1" / f"{evidence_id}_report.pdf").write_bytes(b"first")
+    (root / "E1" / "sub" / f"{evidence_id}_report.pdf").write_bytes(b"second, different")
+    return evidence_id
+
+
+def test_a_store_without_its_index_is_not_guessed_to_be_a_bare_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kmflow_named_tree(tmp_path / "store")
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "wrong_state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 2
+    assert "--state-dir" in capsys.readouterr().err
+    assert not (tmp_path / "delta").exists()
+
+
+def test_an_id_repeated_with_other_bytes_is_refused_and_the_first_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evidence_id = kmflow_named_tree(tmp_path / "store")
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+
+    code = main(["migrate", "--from", "local", "--to", "delta", "--bare", "--workers", "1"])
+
+    output = capsys.readouterr().out
+    assert code == 1
+    assert "copied: 1 " in output and "failed: 1" in output
+    delta = create_backend(settings_from_env({
+        "STORAGE_BACKEND": "delta", "DELTA_BASE_PATH": str(tmp_path / "delta"),
+        "STATE_PATH": str(tmp_path / "state"),
+    }))  # fmt: skip
+    try:
+        [record] = delta.list("E1").items
+        assert record.id == evidence_id
+        with delta.open(record) as stream:
+            assert stream.read() == b"first"
+    finally:
+        delta.close()
+
+
+def test_a_dry_run_creates_nothing_in_a_new_local_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = LocalBackend(tmp_path / "store", tmp_path / "state")
+    source.write("E1", "a.txt", io.BytesIO(b"x"))
+    source.close()
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0
+
+    new_store, new_state = str(tmp_path / "new"), str(tmp_path / "new_state")
+    back = ["migrate", "--from", "delta", "--to", "local", "--dry-run",
+            "--target-dir", new_store, "--state-dir", new_state]  # fmt: skip
+    assert main(back) == 0
+
+    assert "plan: copy 1 file(s)" in capsys.readouterr().out
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new_state").exists()
