@@ -179,13 +179,26 @@ def check_grants(
 ) -> CheckResult:
     name = "service principal grants"
     catalog, schema = settings.databricks_catalog, settings.databricks_schema
+    schemas = [schema, *(layer_schema(schema, layer) for layer in LAYERS)]
     securables = [
         Securable("CATALOG", catalog),
-        Securable("SCHEMA", f"{catalog}.{schema}"),
-        *(Securable("SCHEMA", f"{catalog}.{layer_schema(schema, layer)}") for layer in LAYERS),
+        *(Securable("SCHEMA", f"{catalog}.{each}") for each in schemas),
         Securable("VOLUME", f"{catalog}.{schema}.{settings.databricks_volume}"),
         Securable("TABLE", f"{catalog}.{schema}.{METADATA_TABLE}"),
     ]
+    # Every table in those schemas too: a broad grant on one registered table counts.
+    for each in schemas:
+        try:
+            tables = list(client.tables.list(catalog, each))
+        except NotFound:
+            continue
+        except TRANSPORT_ERRORS as error:
+            raise explain(error, f"cannot list {catalog}.{each}", "USE SCHEMA on it") from error
+        securables += [
+            Securable("TABLE", table.full_name)
+            for table in tables
+            if table.full_name and table.full_name != f"{catalog}.{schema}.{METADATA_TABLE}"
+        ]
     audit = audit_grants(client, options.principal, securables)
     if audit.too_broad:
         return CheckResult(name, "FAIL", "too broad: " + "; ".join(audit.too_broad))

@@ -16,6 +16,7 @@ from app.cli import main
 from app.governance.bootstrap import bootstrap
 from app.governance.grants import Securable, audit_grants
 from app.governance.unity_catalog import register_tables
+from app.storage.databricks_sql import StatementRunner, quote_name
 from tests.conftest import API_KEY, AUTH
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.governance.entries import entry
@@ -189,6 +190,22 @@ def test_a_broad_grant_and_a_short_count_fail_their_items_and_exit_1(
     assert items["service principal grants"][1] == (
         f"too broad: SELECT on catalog {catalog}; ALL_PRIVILEGES on schema {catalog}.{schema}"
     )
+
+
+def test_a_broad_grant_on_a_registered_table_fails_the_grants_item(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog, layer = deployment.catalog, f"{deployment.schema}_bronze"
+    StatementRunner(deployment.workspace.client(), deployment.workspace.warehouse_id, 30).run(
+        f"CREATE TABLE IF NOT EXISTS {quote_name(catalog, layer, 'journal')} (id STRING)"
+    )
+    deployment.grant("table", f"{catalog}.{layer}.journal", [Privilege.ALL_PRIVILEGES])
+
+    assert verify(deployment) == 1
+
+    outcome, detail = report(capsys)["service principal grants"]
+    assert outcome == "FAIL"
+    assert detail == f"too broad: ALL_PRIVILEGES on table {catalog}.{layer}.journal"
 
 
 def test_a_missing_registration_fails_naming_the_table(
