@@ -17,8 +17,8 @@ from app.progress import Progress
 from app.storage.base import EvidenceRecord
 from app.storage.databricks import DatabricksBackend, VolumeFile
 from app.storage.digest import sha256_of
-from app.storage.errors import StorageError
-from app.storage.names import evidence_id_for_file
+from app.storage.errors import InvalidInput, StorageError
+from app.storage.names import evidence_id_for_file, validate_engagement_id
 
 DOWNLOAD_WORKERS = 4
 
@@ -74,7 +74,10 @@ def backfill_metadata(
 
 def _index(backend: DatabricksBackend, volume_file: VolumeFile, progress: Progress) -> None:
     evidence_id, file_name = evidence_id_for_file(volume_file.relative_path)
-    engagement_id = volume_file.relative_path.split("/", 1)[0]
+    engagement_id, separator, _ = volume_file.relative_path.partition("/")
+    if not separator:
+        raise InvalidInput("not inside an engagement directory; not indexed")
+    validate_engagement_id(engagement_id)
     record = EvidenceRecord(
         id=evidence_id,
         engagement_id=engagement_id,

@@ -211,16 +211,23 @@ def test_backfill_restores_exactly_the_deleted_rows(
     )
     assert len(table_rows(databricks_workspace, env)) == 40 - len(deleted)
 
+    stray = (
+        f"/Volumes/{env['DATABRICKS_CATALOG']}/{env['DATABRICKS_SCHEMA']}/"
+        f"{env['DATABRICKS_VOLUME']}/evidence_store/stray.txt"
+    )
+    databricks_workspace.client().files.upload(stray, io.BytesIO(b"not in an engagement"))
+
     code, output = to_databricks(env, tmp_path, "--backfill-metadata")
 
-    assert code == 0, output
-    assert "7 row(s) added" in output
+    assert code == 1, output  # the stray file is reported, the rest indexed
+    assert "7 row(s) added" in output and f"FAILED {stray}: InvalidInput" in output
     rows = {str(row[0]): row for row in table_rows(databricks_workspace, env)}
     assert sorted(rows) == sorted(seeded)
     for evidence_id in deleted:
         content = seeded[evidence_id][0]
         assert rows[evidence_id][1] == hashlib.sha256(content).hexdigest()
         assert int(str(rows[evidence_id][2])) == len(content)
+    databricks_workspace.client().files.delete(stray)
     code, again = to_databricks(env, tmp_path, "--backfill-metadata")
     assert code == 0 and "0 row(s) added" in again
 
