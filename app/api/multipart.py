@@ -2,8 +2,8 @@
 
 Starlette's `request.form()` spools files to a temporary file first and then the backend would
 copy them again; here the file part goes straight into the backend's staged file (hashed as it
-is written), in 1 MiB writes run off the event loop. Memory per upload stays at about one
-network chunk plus one write buffer, for any file size. Limits are enforced while reading, so
+is written) through `FileBody`, off the event loop. Memory per upload stays at about one
+network chunk plus two write buffers, for any file size. Limits are enforced while reading, so
 an oversized body is refused without being stored.
 """
 
@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from app.api.errors import ApiError, invalid_request, malformed_request, payload_too_large
+from app.api.file_body import FileBody
 from app.storage.staging import StagedFile
 
-WRITE_BUFFER_BYTES = 1024 * 1024
 FILE_FIELD = "file"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024  # one part header's name or value
@@ -42,8 +42,10 @@ class UploadLimits:
 
 @dataclass
 class ReceivedUpload:
+    """The form's text fields and its file part; the caller commits or discards `file`."""
+
     fields: dict[str, str] = field(default_factory=dict)
-    staged: StagedFile | None = None
+    file: FileBody | None = None
     file_name: str | None = None
 
 
@@ -101,7 +103,7 @@ def multipart_boundary(request: Request) -> bytes:
 async def receive_upload(
     request: Request, stage: Callable[[], StagedFile], limits: UploadLimits
 ) -> ReceivedUpload:
-    """Read the whole body; on any error the staged file is discarded before raising."""
+    """Read the whole body; on any error what was staged is discarded before raising."""
     boundary = multipart_boundary(request)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
@@ -111,8 +113,9 @@ async def receive_upload(
     try:
         await _read_parts(request, boundary, stage, limits, received)
     except BaseException:
-        if received.staged is not None:
-            await run_in_threadpool(received.staged.discard)
+        if received.file is not None:
+            received.file.abandon()
+            await run_in_threadpool(received.file.discard)
         raise
     return received
 
@@ -129,14 +132,6 @@ async def _read_parts(
     body_bytes = 0
     current: str | None = None  # name of the part being read
     field_value = bytearray()
-    buffer = bytearray()
-
-    async def flush() -> None:
-        assert received.staged is not None
-        chunk = bytes(buffer)
-        buffer.clear()
-        await run_in_threadpool(received.staged.write, chunk)
-
     try:
         parser = MultipartParser(boundary, recorder.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
@@ -155,10 +150,10 @@ async def _read_parts(
                         raise payload_too_large(f"more than {limits.max_parts} form parts")
                     current, file_name = _describe_part(value)  # type: ignore[arg-type]
                     if current == FILE_FIELD:
-                        if received.staged is not None:
+                        if received.file is not None:
                             raise invalid_request("send exactly one 'file' part")
                         received.file_name = file_name
-                        received.staged = await run_in_threadpool(stage)
+                        received.file = FileBody(stage)
                     elif current in received.fields or current not in limits.text_fields:
                         allowed = ", ".join(sorted(limits.text_fields | {FILE_FIELD}))
                         raise invalid_request(
@@ -166,14 +161,13 @@ async def _read_parts(
                         )
                     field_value.clear()
                 elif kind == "data" and current == FILE_FIELD:
-                    buffer.extend(value)  # type: ignore[arg-type]
-                    assert received.staged is not None
-                    if received.staged.size + len(buffer) > limits.max_file_bytes:
+                    assert received.file is not None
+                    data: bytes = value  # type: ignore[assignment]
+                    if received.file.size + len(data) > limits.max_file_bytes:
                         raise payload_too_large(
                             f"file is larger than the {limits.max_file_bytes}-byte limit"
                         )
-                    if len(buffer) >= WRITE_BUFFER_BYTES:
-                        await flush()
+                    await received.file.receive(data)
                 elif kind == "data":
                     field_value.extend(value)  # type: ignore[arg-type]
                     if len(field_value) > limits.max_field_bytes:
@@ -181,7 +175,8 @@ async def _read_parts(
                             f"form field {current!r} is larger than {limits.max_field_bytes} bytes"
                         )
                 elif kind == "end" and current == FILE_FIELD:
-                    await flush()
+                    assert received.file is not None
+                    await received.file.settle()
                 elif kind == "end" and current is not None:
                     received.fields[current] = _decode_text(current, field_value)
             recorder.events.clear()

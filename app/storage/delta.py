@@ -33,12 +33,12 @@ from app.storage.base import (
     StorageBackend,
 )
 from app.storage.delta_files import EvidenceFiles, LocalFiles, ObjectStoreFiles
-from app.storage.delta_group_commit import GroupCommit
 from app.storage.delta_location import FILES_PREFIX, TABLE_NAME, DeltaLocation
 from app.storage.delta_maintenance import Maintenance, MaintenancePolicy
 from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
 from app.storage.errors import EvidenceExists, StorageError, StorageUnavailable
 from app.storage.fsync import fsync_directory
+from app.storage.group_commit import GroupCommit
 from app.storage.names import stored_file_name
 from app.storage.staging import StagedFile, owner_is_alive
 

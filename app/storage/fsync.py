@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from app.storage.errors import EvidenceExists
+from app.storage.group_commit import GroupCommit
 
 
 def fsync_directory(path: Path) -> None:
@@ -36,3 +39,25 @@ def link_into_place(source: Path, target: Path) -> None:
         os.link(source, target)
     except FileExistsError:
         raise EvidenceExists(f"{target.name} is already stored; nothing was replaced") from None
+
+
+class SharedDirectorySync:
+    """`fsync_directory` shared by the commits waiting for one (`GroupCommit`): uploads that
+    land in one engagement directory at the same time cost one directory flush, not one each.
+    A flush covers every entry made before it starts, and a caller's batch starts after the
+    caller's entry was made."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[Path, GroupCommit[Path, None]] = {}
+
+    def sync(self, directory: Path) -> None:
+        with self._lock:
+            group = self._groups.get(directory)
+            if group is None:
+                group = self._groups[directory] = GroupCommit(_sync_first)
+        group.submit(directory)
+
+
+def _sync_first(directories: Sequence[Path]) -> None:
+    fsync_directory(directories[0])  # a group holds one directory

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from app.config import Settings
 from app.storage.base import BackendHealth, EvidenceRecord, RecordPage, StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
-from app.storage.fsync import fsync_directory, link_into_place
+from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
 from app.storage.names import stored_file_name
 from app.storage.sqlite_index import SqliteIndex
 from app.storage.staging import StagedFile, owner_is_alive
@@ -47,6 +47,7 @@ class LocalBackend(StorageBackend):
                 f"LOCAL_STORAGE_PATH ({self.store}) so that writes are atomic renames"
             )
         self.index = SqliteIndex(state / "index.sqlite3")
+        self._directory_sync = SharedDirectorySync()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBackend:
@@ -84,7 +85,7 @@ class LocalBackend(StorageBackend):
             self.index.drop_intent(record.id)
             raise
         try:
-            fsync_directory(directory)
+            self._directory_sync.sync(directory)
             self.index.insert_completing_intent(record)
         except BaseException as error:
             target.unlink(missing_ok=True)  # ours: link_into_place just created it

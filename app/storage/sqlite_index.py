@@ -8,6 +8,7 @@ startup removes that file, so the store never holds unindexed evidence.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord, RecordPage
@@ -44,22 +45,24 @@ class SqliteIndex:
         self.db = SqliteDatabase(path, SCHEMA)
 
     def add_intent(self, evidence_id: str, path: str, owner: str) -> None:
-        with self.db.transaction() as db:
-            db.execute(
+        self.db.write(
+            lambda db: db.execute(
                 "INSERT INTO write_intents (id, path, owner) VALUES (?, ?, ?)",
                 (evidence_id, path, owner),
             )
+        )
 
     def drop_intent(self, evidence_id: str) -> None:
-        with self.db.transaction() as db:
-            db.execute("DELETE FROM write_intents WHERE id = ?", (evidence_id,))
+        self.db.write(
+            lambda db: db.execute("DELETE FROM write_intents WHERE id = ?", (evidence_id,))
+        )
 
     def intents(self) -> list[tuple[str, str, str]]:
         rows = self.db.connection().execute("SELECT id, path, owner FROM write_intents")
         return [(row["id"], row["path"], row["owner"]) for row in rows]
 
     def insert_completing_intent(self, record: EvidenceRecord) -> None:
-        with self.db.transaction() as db:
+        def insert(db: sqlite3.Connection) -> None:
             db.execute(
                 f"INSERT INTO evidence_metadata ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 (
@@ -74,6 +77,8 @@ class SqliteIndex:
                 ),
             )
             db.execute("DELETE FROM write_intents WHERE id = ?", (record.id,))
+
+        self.db.write(insert)
 
     def get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         row = (

@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ERROR_RESPONSES, invalid_request
+from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, UploadLimits, receive_upload
-from app.storage.base import EvidenceRecord, RecordPage
+from app.storage.base import EvidenceRecord, RecordPage, StorageBackend
 from app.storage.pagination import MAX_PAGE_SIZE
 
 router = APIRouter(
@@ -67,22 +68,39 @@ async def upload_evidence(
         text_fields=TEXT_FIELDS,
     )
     received = await receive_upload(request, storage.stage, limits)
-    staged = received.staged
+    body = received.file
     try:
         engagement_id = received.fields.get("engagement_id")
         if not engagement_id:
             raise invalid_request("missing form field 'engagement_id'")
-        if staged is None or received.file_name is None:
+        if body is None or received.file_name is None:
             raise invalid_request(f"missing form field '{FILE_FIELD}'")
-        if staged.size == 0:
+        if body.size == 0:
             raise invalid_request("the file is empty")
         metadata = _parse_metadata(received.fields.get("metadata"))
-        return await run_in_threadpool(
-            storage.commit, staged, engagement_id, received.file_name, metadata
-        )
-    finally:
-        if staged is not None:
-            await run_in_threadpool(staged.discard)
+    except BaseException:
+        if body is not None:
+            await run_in_threadpool(body.discard)
+        raise
+    return await run_in_threadpool(
+        _commit, storage, body, engagement_id, received.file_name, metadata
+    )
+
+
+def _commit(
+    storage: StorageBackend,
+    body: FileBody,
+    engagement_id: str,
+    file_name: str,
+    metadata: dict[str, Any] | None,
+) -> EvidenceRecord:
+    """All of an upload's remaining disk work in one worker-thread trip."""
+    try:
+        staged = body.finish()
+    except BaseException:
+        body.discard()
+        raise
+    return storage.commit(staged, engagement_id, file_name, metadata)  # consumes `staged`
 
 
 @router.get("/{engagement_id}", response_model=RecordPage, summary="List an engagement")

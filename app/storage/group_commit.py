@@ -1,12 +1,12 @@
-"""Group commit: uploads that finish while a Delta commit is in flight share the next one.
+"""Group commit: writes that arrive while a commit is in flight share the next one.
 
-Every Delta commit is a new table version and a new small file, and commits are serial per
-table, so one commit per upload caps throughput at one upload per commit latency and leaves
-one file per upload. Here the first caller becomes the leader and commits every row queued
-by then in one append; callers arriving meanwhile wait, and when the leader is done it hands
-the lead to the oldest waiter, which commits everything queued since. Under no load a batch
-is one row and nothing waits; under load the batch grows with the load. No thread is owned
-here: the leader is always a caller, so nothing runs when nobody writes.
+Commits to one table are serial and each costs a flush to stable storage (a Delta table
+version and its file; a SQLite transaction and its WAL fsync), so one commit per upload caps
+throughput at one upload per commit latency. Here the first caller becomes the leader and
+commits every row queued by then at once; callers arriving meanwhile wait, and when the leader
+is done it hands the lead to the oldest waiter, which commits everything queued since. Under
+no load a batch is one row and nothing waits; under load the batch grows with the load. No
+thread is owned here: the leader is always a caller, so nothing runs when nobody writes.
 """
 
 from __future__ import annotations
