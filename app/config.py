@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=5 * 1024 * MIB, ge=1)
     max_metadata_bytes: int = Field(default=64 * 1024, ge=2, le=MIB)
+    # How long an Idempotency-Key keeps naming its first upload.
+    idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=365 * 24 * 3600)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -53,6 +53,14 @@ def settings_from_env(env: dict[str, str], **overrides: object) -> Settings:
 ClientFactory = Callable[..., TestClient]
 
 
+UPLOAD_ONLY_FIELDS = ("replayed", "duplicate_of")
+
+
+def stored_record(uploaded: dict[str, object]) -> dict[str, object]:
+    """An upload's answer without what only the upload says (as list and get return it)."""
+    return {name: value for name, value in uploaded.items() if name not in UPLOAD_ONLY_FIELDS}
+
+
 def stored_files(client: TestClient) -> list[str]:
     """The evidence files the client's backend holds, and any staged leftovers, looked at
     directly in its storage rather than through the API."""

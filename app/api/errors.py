@@ -16,8 +16,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.storage.errors import (
+    DigestMismatch,
     EvidenceExists,
     EvidenceNotFound,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
     InvalidInput,
     StorageError,
     StorageMisconfigured,
@@ -64,6 +67,9 @@ def malformed_request(detail: str) -> ApiError:
 _STORAGE_STATUS: list[tuple[type[StorageError], int, str]] = [
     (EvidenceNotFound, 404, "not_found"),
     (EvidenceExists, 409, "conflict"),
+    (DigestMismatch, 400, "digest_mismatch"),
+    (IdempotencyKeyReused, 409, "idempotency_key_reused"),
+    (IdempotencyKeyInProgress, 409, "idempotency_key_in_progress"),
     (InvalidInput, 422, "invalid_request"),
     (StorageUnavailable, 503, "storage_unavailable"),
     (StorageMisconfigured, 503, "storage_misconfigured"),
@@ -73,7 +79,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "malformed_requ
 
 # Documented on every route that can raise them, so the OpenAPI schema matches reality.
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 

@@ -9,6 +9,7 @@ an oversized body is refused without being stored.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class ReceivedUpload:
     fields: dict[str, str] = field(default_factory=dict)
     file: FileBody | None = None
     file_name: str | None = None
+    body_sha256: str | None = None  # of the whole body as sent, when `hash_body` asked
 
 
 class _PartEvents:
@@ -101,9 +103,14 @@ def multipart_boundary(request: Request) -> bytes:
 
 
 async def receive_upload(
-    request: Request, stage: Callable[[], StagedFile], limits: UploadLimits
+    request: Request,
+    stage: Callable[[], StagedFile],
+    limits: UploadLimits,
+    *,
+    hash_body: bool = False,
 ) -> ReceivedUpload:
-    """Read the whole body; on any error what was staged is discarded before raising."""
+    """Read the whole body; on any error what was staged is discarded before raising.
+    `hash_body`: also hash the body as sent (to check a client's `Content-Digest`)."""
     boundary = multipart_boundary(request)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
@@ -111,7 +118,7 @@ async def receive_upload(
 
     received = ReceivedUpload()
     try:
-        await _read_parts(request, boundary, stage, limits, received)
+        await _read_parts(request, boundary, stage, limits, received, hash_body)
     except BaseException:
         if received.file is not None:
             received.file.abandon()
@@ -126,8 +133,10 @@ async def _read_parts(
     stage: Callable[[], StagedFile],
     limits: UploadLimits,
     received: ReceivedUpload,
+    hash_body: bool,
 ) -> None:
     recorder = _PartEvents()
+    body_hash = hashlib.sha256() if hash_body else None
     parts = 0
     body_bytes = 0
     current: str | None = None  # name of the part being read
@@ -140,6 +149,8 @@ async def _read_parts(
                 raise payload_too_large(
                     f"upload is larger than the {limits.max_file_bytes}-byte limit"
                 )
+            if body_hash is not None:
+                body_hash.update(chunk)
             if recorder.finished:
                 continue  # bytes after the closing boundary: counted, not parsed
             parser.write(chunk)
@@ -187,6 +198,8 @@ async def _read_parts(
         raise ApiError(400, "client_disconnected", "the client closed the connection") from None
     if not recorder.finished:
         raise malformed_request("multipart body ended before its closing boundary")
+    if body_hash is not None:
+        received.body_sha256 = body_hash.hexdigest()
 
 
 def _describe_part(headers: dict[bytes, bytes]) -> tuple[str, str | None]:

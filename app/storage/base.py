@@ -10,6 +10,8 @@ findable. `write()` derives the one-call form from those two.
 from __future__ import annotations
 
 import json
+import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -20,7 +22,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 from pydantic import BaseModel, Field
 
 from app.storage.digest import Readable
-from app.storage.errors import EvidenceNotFound, InvalidInput
+from app.storage.errors import (
+    DigestMismatch,
+    EvidenceNotFound,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    InvalidInput,
+    StorageUnavailable,
+)
+from app.storage.idempotency import IdempotencyKeys, KeyBinding, validate_key
 from app.storage.names import (
     clean_file_name,
     is_evidence_id,
@@ -28,12 +38,16 @@ from app.storage.names import (
     validate_engagement_id,
 )
 from app.storage.pagination import MAX_PAGE_SIZE, is_stored_at
-from app.storage.staging import StagedFile, StagingArea
+from app.storage.staging import StagedFile, StagingArea, owner_is_alive
 
 if TYPE_CHECKING:
     from app.config import Settings
 
 COPY_CHUNK_BYTES = 1024 * 1024
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MAX_EARLIER_COPIES = 10  # `duplicate_of` names at most this many, newest first
+KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
+KEY_POLL_SECONDS = 0.05
 
 
 class EvidenceRecord(BaseModel):
@@ -53,6 +67,19 @@ class RecordPage(BaseModel):
     items: list[EvidenceRecord]
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class UploadOutcome(BaseModel):
+    """What an upload did: the record, and what a client needs to know about it."""
+
+    record: EvidenceRecord
+    replayed: bool = Field(
+        description="True when an Idempotency-Key named an earlier upload: nothing new stored."
+    )
+    duplicate_of: list[str] | None = Field(
+        description="Ids of earlier records of this engagement with the same content hash, "
+        f"newest first (at most {MAX_EARLIER_COPIES}); null if they could not be looked up."
     )
 
 
@@ -81,6 +108,7 @@ class StorageBackend(ABC):
 
     def __init__(self, staging_root: Path) -> None:
         self._staging = StagingArea(staging_root)
+        self.idempotency_keys = IdempotencyKeys(staging_root.parent / "idempotency.sqlite3")
 
     @classmethod
     @abstractmethod
@@ -99,6 +127,8 @@ class StorageBackend(ABC):
         engagement_id: str,
         file_name: str,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        evidence_id: str | None = None,
     ) -> EvidenceRecord:
         """Store the staged bytes for good and index them; the staged file is consumed.
 
@@ -107,7 +137,7 @@ class StorageBackend(ABC):
         """
         try:
             record = EvidenceRecord(
-                id=new_evidence_id(),
+                id=evidence_id or new_evidence_id(),
                 engagement_id=validate_engagement_id(engagement_id),
                 file_name=clean_file_name(file_name),
                 volume_path="",
@@ -120,6 +150,92 @@ class StorageBackend(ABC):
             return self._commit(staged, record)
         finally:
             staged.discard()
+
+    def upload(
+        self,
+        staged: StagedFile,
+        engagement_id: str,
+        file_name: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        expected_sha256: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> UploadOutcome:
+        """`commit` for a client's upload: refuses bytes that do not match the client's digest,
+        stores at most one record per Idempotency-Key, and names earlier copies of the same
+        bytes. The staged file is consumed."""
+        try:
+            validate_engagement_id(engagement_id)
+            clean_file_name(file_name)
+            if expected_sha256 is not None and expected_sha256 != staged.content_hash:
+                raise DigestMismatch(
+                    f"the file received has sha-256 {staged.content_hash} but the client sent "
+                    f"{expected_sha256}; nothing was stored"
+                )
+            if idempotency_key is None:
+                record = self.commit(staged, engagement_id, file_name, metadata)
+                replayed = False
+            else:
+                record, replayed = self._commit_once(
+                    staged, validate_key(idempotency_key), engagement_id, file_name, metadata
+                )
+        finally:
+            staged.discard()
+        return UploadOutcome(
+            record=record, replayed=replayed, duplicate_of=self._earlier_copies(record)
+        )
+
+    def _commit_once(
+        self,
+        staged: StagedFile,
+        key: str,
+        engagement_id: str,
+        file_name: str,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[EvidenceRecord, bool]:
+        """Commit under `key` unless it already names a record: (record, replayed)."""
+        wanted = KeyBinding(
+            engagement_id, staged.content_hash, new_evidence_id(), self._staging.owner
+        )
+        deadline = time.monotonic() + KEY_WAIT_SECONDS
+        while True:
+            binding = self.idempotency_keys.claim(key, wanted)
+            if binding == wanted:
+                try:
+                    stored = self.commit(
+                        staged, engagement_id, file_name, metadata, evidence_id=wanted.evidence_id
+                    )
+                except BaseException:
+                    self.idempotency_keys.release(key, wanted.evidence_id)
+                    raise
+                return stored, False
+            if not binding.matches(engagement_id, staged.content_hash):
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used for other content or another "
+                    "engagement; send a new key for a new upload"
+                )
+            first = self._get(binding.engagement_id, binding.evidence_id)
+            if first is not None:
+                return first, True
+            if not owner_is_alive(self._staging.root, binding.owner):
+                self.idempotency_keys.release(key, binding.evidence_id)  # died before storing
+                continue
+            if time.monotonic() >= deadline:
+                raise IdempotencyKeyInProgress(
+                    "an upload with this Idempotency-Key is still being stored; retry shortly"
+                )
+            time.sleep(KEY_POLL_SECONDS)
+
+    def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
+        try:
+            page = self._list(
+                record.engagement_id, MAX_EARLIER_COPIES + 1, None, record.content_hash
+            )
+        except StorageUnavailable:
+            return None  # the record is stored; only this courtesy lookup failed
+        key = (record.stored_at, record.id)
+        earlier = [other.id for other in page.items if (other.stored_at, other.id) < key]
+        return earlier[:MAX_EARLIER_COPIES]
 
     def restore(self, record: EvidenceRecord, stream: Readable) -> EvidenceRecord:
         """Store a record copied from another backend as it was: same id, time, name and
@@ -177,17 +293,33 @@ class StorageBackend(ABC):
         return record
 
     def list(
-        self, engagement_id: str, *, limit: int = 100, cursor: str | None = None
+        self,
+        engagement_id: str,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        content_hash: str | None = None,
     ) -> RecordPage:
-        """Newest first (`stored_at`, then `id`, both descending): stable under inserts."""
+        """Newest first (`stored_at`, then `id`, both descending): stable under inserts.
+        With `content_hash`, only the records of those exact bytes."""
         validate_engagement_id(engagement_id)
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        return self._list(engagement_id, limit, cursor)
+        if content_hash is not None and not SHA256_HEX.fullmatch(content_hash):
+            raise InvalidInput("content_hash must be a SHA-256 in 64 lowercase hex digits")
+        return self._list(engagement_id, limit, cursor, content_hash)
 
-    def open(self, record: EvidenceRecord) -> BinaryIO:
-        """The stored bytes as a readable stream; the caller closes it."""
-        return self._open(record)
+    def open(self, record: EvidenceRecord, start: int = 0) -> BinaryIO:
+        """The stored bytes from offset `start` as a readable stream; the caller closes it.
+        A backend's stream that cannot seek is read past `start` (bounded memory)."""
+        stream = self._open(record)
+        if start:
+            try:
+                _skip(stream, start)
+            except BaseException:
+                stream.close()
+                raise
+        return stream
 
     def engagements(self) -> Sequence[str]:
         """Every engagement with evidence, sorted (migrations walk them)."""
@@ -202,6 +334,7 @@ class StorageBackend(ABC):
         self._staging.sweep_stale()
 
     def close(self) -> None:
+        self.idempotency_keys.close()
         self._staging.close()
 
     # -- hooks each backend implements --------------------------------------------------------
@@ -220,7 +353,9 @@ class StorageBackend(ABC):
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None: ...
 
     @abstractmethod
-    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage: ...
+    def _list(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+    ) -> RecordPage: ...
 
     @abstractmethod
     def _open(self, record: EvidenceRecord) -> BinaryIO: ...
@@ -228,3 +363,14 @@ class StorageBackend(ABC):
     @abstractmethod
     def check(self) -> BackendHealth:
         """Whether the backend can serve requests now; must not raise."""
+
+
+def _skip(stream: BinaryIO, count: int) -> None:
+    if stream.seekable():
+        stream.seek(count)
+        return
+    while count > 0:
+        chunk = stream.read(min(count, COPY_CHUNK_BYTES))
+        if not chunk:
+            raise StorageUnavailable("the stored file is shorter than its record says")
+        count -= len(chunk)

@@ -192,6 +192,13 @@ class DatabricksBackend(StorageBackend):
             self._wake.set()
         return record
 
+    def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
+        """Only while the warehouse answers: in an outage the lookup would hold an upload whose
+        bytes are already safe for a whole statement timeout, to say nothing useful."""
+        if not self._warehouse_answering:
+            return None
+        return super()._earlier_copies(record)
+
     def _upload(self, local_path: Path, volume_path: str) -> None:
         try:
             self.client.files.upload_from(
@@ -373,10 +380,16 @@ class DatabricksBackend(StorageBackend):
         )
         return rows[0] if rows else None
 
-    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+    def _list(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+    ) -> RecordPage:
         where = "engagement_id = :engagement_id"
         params: dict[str, str | int | None] = {"engagement_id": engagement_id}
         pending = self.outbox.queued_for(engagement_id)
+        if content_hash is not None:
+            where += " AND content_hash = :content_hash"
+            params["content_hash"] = content_hash
+            pending = [r for r in pending if r.content_hash == content_hash]
         if cursor is not None:
             stored_at, last_id = decode_cursor(cursor)
             where += " AND (stored_at < :stored_at OR (stored_at = :stored_at AND id < :id))"

@@ -126,8 +126,10 @@ class DeltaLakeBackend(StorageBackend):
         """The record as the table held it at `version` (None if it was not there yet)."""
         return self.table.get(engagement_id, evidence_id, version)
 
-    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
-        return self.table.page(engagement_id, limit, cursor)
+    def _list(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+    ) -> RecordPage:
+        return self.table.page(engagement_id, limit, cursor, content_hash)
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
         with _store_errors():

@@ -199,15 +199,24 @@ class EvidenceTable:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def page(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+    def page(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None = None
+    ) -> RecordPage:
         conditions = [f"engagement_id = {_sql_text(engagement_id)}"]
+        if content_hash is not None:
+            conditions.append(f"content_hash = {_sql_text(content_hash)}")
         cursor_at: str | None = None
         if cursor is not None:
             cursor_at, cursor_id = decode_cursor(cursor)
             at, last = _cursor_text(cursor_at), _cursor_text(cursor_id)
             conditions.append(f"stored_at <= {at} AND (stored_at < {at} OR id < {last})")
         with self._reading() as table:
-            bound = self._lower_bound(table, engagement_id, limit + 1, cursor_at)
+            # File statistics count every row of the engagement: no bound under another filter.
+            bound = (
+                None
+                if content_hash is not None
+                else self._lower_bound(table, engagement_id, limit + 1, cursor_at)
+            )
             query = QueryBuilder().register(TABLE_NAME, table)
         if bound is not None:
             conditions.append(f"stored_at >= {_sql_text(bound)}")

@@ -37,3 +37,15 @@ class StorageMisconfigured(StorageError):
 
 class BackendNotInstalled(ImportError):
     """The optional package a backend needs is not installed."""
+
+
+class DigestMismatch(StorageError):
+    """The bytes received do not hash to the digest the client sent: nothing was stored."""
+
+
+class IdempotencyKeyReused(StorageError):
+    """An Idempotency-Key already stands for another engagement or other content."""
+
+
+class IdempotencyKeyInProgress(StorageError):
+    """The upload that claimed this Idempotency-Key has not finished yet; retry shortly."""

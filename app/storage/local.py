@@ -101,8 +101,10 @@ class LocalBackend(StorageBackend):
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         return self.index.get(engagement_id, evidence_id)
 
-    def _list(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
-        return self.index.page(engagement_id, limit, cursor)
+    def _list(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+    ) -> RecordPage:
+        return self.index.page(engagement_id, limit, cursor, content_hash)
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
         path = (self.store / record.volume_path).resolve()

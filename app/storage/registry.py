@@ -64,6 +64,7 @@ def backend_class(name: str) -> type[StorageBackend]:
 def create_backend(settings: Settings) -> StorageBackend:
     """Build the backend `STORAGE_BACKEND` names; called once, in the app's lifespan."""
     backend = backend_class(settings.storage_backend).from_settings(settings)
+    backend.idempotency_keys.window_seconds = settings.idempotency_key_ttl_seconds
     try:
         backend.startup()
     except BaseException:

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS evidence_metadata (
 );
 CREATE INDEX IF NOT EXISTS evidence_by_engagement
     ON evidence_metadata (engagement_id, stored_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS evidence_by_content
+    ON evidence_metadata (engagement_id, content_hash, stored_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS write_intents (
     id     TEXT NOT NULL PRIMARY KEY,
     path   TEXT NOT NULL,
@@ -91,9 +93,14 @@ class SqliteIndex:
         )
         return EvidenceRecord(**dict(row)) if row else None
 
-    def page(self, engagement_id: str, limit: int, cursor: str | None) -> RecordPage:
+    def page(
+        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None = None
+    ) -> RecordPage:
         query = f"SELECT {COLUMNS} FROM evidence_metadata WHERE engagement_id = ?"  # noqa: S608
         params: list[object] = [engagement_id]
+        if content_hash is not None:
+            query += " AND content_hash = ?"
+            params.append(content_hash)
         if cursor is not None:
             stored_at, evidence_id = decode_cursor(cursor)
             query += " AND (stored_at, id) < (?, ?)"

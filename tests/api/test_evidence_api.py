@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.storage.pagination import encode_cursor
-from tests.conftest import API_KEY, AUTH, ClientFactory, stored_files
+from tests.conftest import API_KEY, AUTH, ClientFactory, stored_files, stored_record
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
 
@@ -51,8 +51,9 @@ def test_round_trip_keeps_bytes_hash_and_metadata(client: TestClient) -> None:
     record = response.json()
     assert set(record) == {
         "id", "engagement_id", "file_name", "volume_path", "content_hash", "size_bytes",
-        "stored_at", "metadata_json",
+        "stored_at", "metadata_json", "replayed", "duplicate_of",
     }  # fmt: skip
+    assert (record["replayed"], record["duplicate_of"]) == (False, [])
     assert record["engagement_id"] == "ENG-001"
     assert record["file_name"] == "minutes.txt"
     assert record["content_hash"] == hashlib.sha256(content).hexdigest()
@@ -60,8 +61,8 @@ def test_round_trip_keeps_bytes_hash_and_metadata(client: TestClient) -> None:
     assert record["stored_at"].endswith("Z")
     assert json.loads(record["metadata_json"]) == metadata
 
-    assert listed(client, "ENG-001") == [record]
-    assert client.get(f"/api/v1/evidence/ENG-001/{record['id']}").json() == record
+    assert listed(client, "ENG-001") == [stored_record(record)]
+    assert client.get(f"/api/v1/evidence/ENG-001/{record['id']}").json() == stored_record(record)
 
     download = client.get(f"/api/v1/evidence/ENG-001/{record['id']}/content")
     assert download.status_code == 200
@@ -362,7 +363,7 @@ def test_openapi_documents_the_upload_form(client: TestClient) -> None:
     upload_op = schema["paths"]["/api/v1/evidence/upload"]["post"]
     form = upload_op["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["required"] == ["engagement_id", "file"]
-    assert set(form["properties"]) == {"engagement_id", "file", "metadata"}
+    assert set(form["properties"]) == {"engagement_id", "file", "metadata", "sha256"}
     assert "201" in upload_op["responses"] and "413" in upload_op["responses"]
     assert API_KEY not in json.dumps(schema)
 

@@ -36,7 +36,7 @@ from app.storage.databricks_sql import (
     quote_name,
 )
 from app.storage.registry import create_backend
-from tests.conftest import API_KEY, AUTH, settings_from_env
+from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
 from tests.datalake.minilake_bridge import MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
@@ -91,7 +91,7 @@ def test_upload_lands_in_the_volume_and_the_table(
     assert [[row[0], row[1], int(str(row[2])), row[3]] for row in rows] == [
         [record["id"], hashlib.sha256(content).hexdigest(), len(content), '{"system":"SAP"}']
     ]
-    assert api.get("/api/v1/evidence/ENG-DBX").json()["items"] == [record]
+    assert api.get("/api/v1/evidence/ENG-DBX").json()["items"] == [stored_record(record)]
     assert api.get(f"/api/v1/evidence/ENG-DBX/{record['id']}/content").content == content
     health = api.get("/api/v1/health").json()
     assert health["storage"] == "databricks"
@@ -166,7 +166,9 @@ def test_rows_queued_while_the_warehouse_is_stopped_arrive_once_after_a_restart(
     # The table cannot be read, so a listing would be incomplete: it says so instead.
     assert listing.status_code == 503
     assert listing.json()["error"] == "storage_unavailable"
-    assert [response.json() for response in queued] == records
+    assert [response.json() for response in queued] == [stored_record(r) for r in records]
+    # Stored, but earlier copies could not be looked up with the warehouse down: null, not [].
+    assert [record["duplicate_of"] for record in records] == [None, None, None]
 
     restarted = LiveServer(env, cwd=tmp_path)
     try:

@@ -28,7 +28,7 @@ from app.storage.delta import DeltaLakeBackend
 from app.storage.delta_files import ObjectStoreFiles
 from app.storage.delta_location import DeltaLocation
 from app.storage.delta_maintenance import MaintenancePolicy
-from tests.conftest import API_KEY, AUTH
+from tests.conftest import API_KEY, AUTH, stored_record
 from tests.live_server import free_port
 from tests.multipart import multipart_body
 
@@ -122,7 +122,7 @@ def test_api_round_trip_on_an_s3_base(s3_endpoint: str, base_uri: str, tmp_path:
 
     assert record["content_hash"] == hashlib.sha256(content).hexdigest()
     assert record["volume_path"] == f"evidence_store/ENG-S3/{record['id']}_contract.pdf"
-    assert listed == [record]
+    assert listed == [stored_record(record)]
     assert download.status_code == 200, download.text
     assert download.content == content
     assert health.json()["storage"] == "delta"

@@ -1,21 +1,26 @@
-"""Evidence routes: upload, list an engagement, read one record, stream its bytes."""
+"""Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
+from app.api import digests
+from app.api.byte_ranges import ByteRange, etag_matches, requested_range
 from app.api.deps import AppSettings, Storage, require_api_key
-from app.api.errors import ERROR_RESPONSES, invalid_request
+from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
-from app.api.multipart import FILE_FIELD, UploadLimits, receive_upload
-from app.storage.base import EvidenceRecord, RecordPage, StorageBackend
+from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
+from app.storage.base import EvidenceRecord, RecordPage, StorageBackend, UploadOutcome
+from app.storage.idempotency import validate_key
 from app.storage.pagination import MAX_PAGE_SIZE
 
 router = APIRouter(
@@ -26,7 +31,8 @@ router = APIRouter(
 )
 
 READ_CHUNK_BYTES = 1024 * 1024
-TEXT_FIELDS = frozenset({"engagement_id", "metadata"})
+SHA256_FIELD = "sha256"
+TEXT_FIELDS = frozenset({"engagement_id", "metadata", SHA256_FIELD})
 
 UPLOAD_REQUEST_BODY = {
     "required": True,
@@ -45,6 +51,11 @@ UPLOAD_REQUEST_BODY = {
                         "type": "string",
                         "description": "Client metadata: a JSON object, as a string.",
                     },
+                    SHA256_FIELD: {
+                        "type": "string",
+                        "pattern": "^[0-9a-fA-F]{64}$",
+                        "description": "The file's SHA-256 (hex); a mismatch stores nothing.",
+                    },
                 },
             }
         }
@@ -52,55 +63,130 @@ UPLOAD_REQUEST_BODY = {
 }
 
 
+class UploadResponse(EvidenceRecord):
+    replayed: bool = Field(
+        description="True when the Idempotency-Key named an earlier upload: this is its record "
+        "and nothing new was stored."
+    )
+    duplicate_of: list[str] | None = Field(
+        description="Earlier records of this engagement with the same bytes, newest first "
+        "(at most 10); null if they could not be looked up just now."
+    )
+
+
 @router.post(
     "/upload",
     status_code=201,
-    response_model=EvidenceRecord,
+    response_model=UploadResponse,
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
     summary="Upload one evidence file (streamed; any part order)",
 )
 async def upload_evidence(
-    request: Request, storage: Storage, settings: AppSettings
-) -> EvidenceRecord:
+    request: Request,
+    response: Response,
+    storage: Storage,
+    settings: AppSettings,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retries with the same key return the first upload's record.",
+        ),
+    ] = None,
+    repr_digest: Annotated[
+        str | None,
+        Header(alias="Repr-Digest", description="The file's digest, `sha-256=:<base64>:`."),
+    ] = None,
+    content_digest: Annotated[
+        str | None,
+        Header(alias="Content-Digest", description="The request body's digest (RFC 9530)."),
+    ] = None,
+) -> UploadResponse:
     limits = UploadLimits(
         max_file_bytes=settings.max_upload_bytes,
         max_field_bytes=settings.max_metadata_bytes,
         text_fields=TEXT_FIELDS,
     )
-    received = await receive_upload(request, storage.stage, limits)
+    body_claim = (
+        digests.sha256_from_field(content_digest, "Content-Digest") if content_digest else None
+    )
+    if idempotency_key is not None:
+        validate_key(idempotency_key)  # refused before the body is read
+    file_claims: dict[str, str] = {}
+    if repr_digest and (claim := digests.sha256_from_field(repr_digest, "Repr-Digest")):
+        file_claims["Repr-Digest"] = claim
+    received = await receive_upload(
+        request, storage.stage, limits, hash_body=body_claim is not None
+    )
     body = received.file
     try:
-        engagement_id = received.fields.get("engagement_id")
-        if not engagement_id:
-            raise invalid_request("missing form field 'engagement_id'")
-        if body is None or received.file_name is None:
-            raise invalid_request(f"missing form field '{FILE_FIELD}'")
-        if body.size == 0:
-            raise invalid_request("the file is empty")
-        metadata = _parse_metadata(received.fields.get("metadata"))
+        engagement_id, file_name, metadata = _form_fields(received)
+        if SHA256_FIELD in received.fields:
+            file_claims[SHA256_FIELD] = digests.sha256_from_hex(
+                received.fields[SHA256_FIELD], SHA256_FIELD
+            )
+        expected = digests.agreed(file_claims)
+        if body_claim is not None and body_claim != received.body_sha256:
+            raise ApiError(
+                400,
+                "digest_mismatch",
+                f"the request body has sha-256 {received.body_sha256} but Content-Digest says "
+                f"{body_claim}; nothing was stored",
+            )
     except BaseException:
         if body is not None:
             await run_in_threadpool(body.discard)
         raise
-    return await run_in_threadpool(
-        _commit, storage, body, engagement_id, received.file_name, metadata
+    assert body is not None
+    outcome = await run_in_threadpool(
+        _upload, storage, body, engagement_id, file_name, metadata, expected, idempotency_key
+    )
+    record = outcome.record
+    response.headers["Repr-Digest"] = digests.repr_digest(record.content_hash)
+    response.headers["Location"] = str(
+        request.url_for("get_evidence", engagement_id=record.engagement_id, evidence_id=record.id)
+    )
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return UploadResponse(
+        **record.model_dump(), replayed=outcome.replayed, duplicate_of=outcome.duplicate_of
     )
 
 
-def _commit(
+def _form_fields(received: ReceivedUpload) -> tuple[str, str, dict[str, Any] | None]:
+    engagement_id = received.fields.get("engagement_id")
+    if not engagement_id:
+        raise invalid_request("missing form field 'engagement_id'")
+    if received.file is None or received.file_name is None:
+        raise invalid_request(f"missing form field '{FILE_FIELD}'")
+    if received.file.size == 0:
+        raise invalid_request("the file is empty")
+    return engagement_id, received.file_name, _parse_metadata(received.fields.get("metadata"))
+
+
+def _upload(
     storage: StorageBackend,
     body: FileBody,
     engagement_id: str,
     file_name: str,
     metadata: dict[str, Any] | None,
-) -> EvidenceRecord:
+    expected_sha256: str | None,
+    idempotency_key: str | None,
+) -> UploadOutcome:
     """All of an upload's remaining disk work in one worker-thread trip."""
     try:
         staged = body.finish()
     except BaseException:
         body.discard()
         raise
-    return storage.commit(staged, engagement_id, file_name, metadata)  # consumes `staged`
+    return storage.upload(  # consumes `staged`
+        staged,
+        engagement_id,
+        file_name,
+        metadata,
+        expected_sha256=expected_sha256,
+        idempotency_key=idempotency_key,
+    )
 
 
 @router.get("/{engagement_id}", response_model=RecordPage, summary="List an engagement")
@@ -109,9 +195,14 @@ async def list_evidence(
     storage: Storage,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the page before.")] = None,
+    content_hash: Annotated[
+        str | None, Query(description="Only records of the bytes with this SHA-256 (hex).")
+    ] = None,
 ) -> RecordPage:
     """Newest first: by `stored_at`, then `id`, both descending."""
-    return await run_in_threadpool(storage.list, engagement_id, limit=limit, cursor=cursor)
+    return await run_in_threadpool(
+        storage.list, engagement_id, limit=limit, cursor=cursor, content_hash=content_hash
+    )
 
 
 @router.get("/{engagement_id}/{evidence_id}", response_model=EvidenceRecord)
@@ -119,26 +210,85 @@ async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -
     return await run_in_threadpool(storage.get, engagement_id, evidence_id)
 
 
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The bytes."},
+    206: {"content": {"application/octet-stream": {}}, "description": "The range asked for."},
+    304: {"description": "The client's copy (If-None-Match) is current."},
+    416: {"description": "The range lies outside the file."},
+}
+
+
 @router.get(
     "/{engagement_id}/{evidence_id}/content",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses=CONTENT_RESPONSES,
+    summary="The stored bytes; one byte range with Range, 304 with If-None-Match",
 )
 async def get_evidence_content(
-    engagement_id: str, evidence_id: str, storage: Storage
-) -> StreamingResponse:
+    request: Request, engagement_id: str, evidence_id: str, storage: Storage
+) -> Response:
     record = await run_in_threadpool(storage.get, engagement_id, evidence_id)
-    stream = await run_in_threadpool(storage.open, record)
+    answer = _content_answer(request, record)
+    if answer.status_code == 304:
+        return Response(status_code=304, headers=answer.headers)
+    stream = await run_in_threadpool(storage.open, record, answer.byte_range.start)
     return StreamingResponse(
-        _chunks(stream),
+        _chunks(stream, answer.byte_range.length),
+        status_code=answer.status_code,
         media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(record.size_bytes),
-            "Content-Disposition": content_disposition(record.file_name),
-            "ETag": f'"{record.content_hash}"',
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers=answer.headers,
     )
+
+
+@router.head(
+    "/{engagement_id}/{evidence_id}/content",
+    responses=CONTENT_RESPONSES,
+    summary="The headers a GET of the bytes would get",
+)
+async def head_evidence_content(
+    request: Request, engagement_id: str, evidence_id: str, storage: Storage
+) -> Response:
+    record = await run_in_threadpool(storage.get, engagement_id, evidence_id)
+    answer = _content_answer(request, record)
+    return Response(
+        status_code=answer.status_code,
+        media_type=None if answer.status_code == 304 else "application/octet-stream",
+        headers=answer.headers,
+    )
+
+
+@dataclass(frozen=True)
+class _ContentAnswer:
+    status_code: int
+    byte_range: ByteRange
+    headers: dict[str, str]
+
+
+def _content_answer(request: Request, record: EvidenceRecord) -> _ContentAnswer:
+    """Status and headers for the content of `record` as this request asks for it."""
+    etag = f'"{record.content_hash}"'
+    headers = {
+        "ETag": etag,
+        "Repr-Digest": digests.repr_digest(record.content_hash),
+        "Accept-Ranges": "bytes",
+    }
+    whole = ByteRange(0, record.size_bytes)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return _ContentAnswer(304, whole, headers)
+    headers |= {
+        "Content-Disposition": content_disposition(record.file_name),
+        "X-Content-Type-Options": "nosniff",
+    }
+    byte_range = requested_range(
+        request.headers.get("range"), record.size_bytes, request.headers.get("if-range"), etag
+    )
+    if byte_range is None:
+        return _ContentAnswer(200, whole, headers | {"Content-Length": str(record.size_bytes)})
+    headers |= {
+        "Content-Length": str(byte_range.length),
+        "Content-Range": f"bytes {byte_range.start}-{byte_range.end}/{record.size_bytes}",
+    }
+    return _ContentAnswer(206, byte_range, headers)
 
 
 def _parse_metadata(text: str | None) -> dict[str, Any] | None:
@@ -153,10 +303,14 @@ def _parse_metadata(text: str | None) -> dict[str, Any] | None:
     return metadata
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(stream: BinaryIO, length: int) -> Iterator[bytes]:
     """Starlette runs this sync iterator in the thread pool, chunk by chunk."""
     with stream:
-        while chunk := stream.read(READ_CHUNK_BYTES):
+        while length > 0:
+            chunk = stream.read(min(length, READ_CHUNK_BYTES))
+            if not chunk:
+                return
+            length -= len(chunk)
             yield chunk
 
 
