@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app import __version__
+from app.client.commands import add_client_commands
 from app.config import ConfigError, load_settings
 from app.delta_command import add_delta_commands
 from app.governance.commands import add_governance_commands
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_delta_commands(commands)
     add_governance_commands(commands)
     add_migrate_command(commands)
+    add_client_commands(commands)
     return parser
 
 
