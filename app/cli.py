@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import os
+import shutil
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
 from app import __version__
 from app.client.commands import add_client_commands
@@ -15,6 +15,8 @@ from app.config import ConfigError, load_settings
 from app.delta_command import add_delta_commands
 from app.governance.commands import add_governance_commands
 from app.migration_command import add_migrate_command
+from app.observability.log_format import logging_config
+from app.observability.metrics import MULTIPROCESS_DIR_ENV
 from app.storage.errors import BackendNotInstalled
 from app.storage.registry import backend_class
 
@@ -69,25 +71,27 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ["API_HOST"] = settings.api_host
     os.environ["API_PORT"] = str(settings.api_port)
     os.environ["API_WORKERS"] = str(settings.api_workers)
+    if settings.api_workers > 1:
+        prepare_multiprocess_metrics(settings.state_path / "metrics")
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
         workers=settings.api_workers,
-        log_config=logging_config(),
-        timeout_graceful_shutdown=30,
+        log_config=logging_config(settings.log_format),
+        access_log=False,  # kmflow logs one line per request itself, with its request id
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
 
 
-def logging_config() -> dict[str, Any]:
-    """uvicorn's own logging, plus the `app` loggers through the same handler."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
+def prepare_multiprocess_metrics(directory: Path) -> None:
+    """Workers share metrics through files in a directory emptied at every start (values of
+    a previous run's processes must not be summed in); see `app.observability.metrics`."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(directory)
 
 
 if __name__ == "__main__":

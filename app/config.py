@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=5 * 1024 * MIB, ge=1)
     max_metadata_bytes: int = Field(default=64 * 1024, ge=2, le=MIB)
+    # Operations: log lines, /metrics access, how long shutdown waits for requests in flight.
+    log_format: Literal["text", "json"] = "text"
+    metrics_public: bool = False
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     # How long an Idempotency-Key keeps naming its first upload.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=365 * 24 * 3600)
 

@@ -12,13 +12,15 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.errors import install_error_handlers
-from app.api.routes import evidence, health
+from app.api.routes import evidence, health, metrics
 from app.config import Settings, load_settings
+from app.observability.middleware import ObservabilityMiddleware
+from app.observability.request_context import install_log_record_factory, note_route
 from app.storage.base import StorageBackend
 from app.storage.registry import create_backend
 
@@ -38,11 +40,19 @@ class AppState(TypedDict):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    install_log_record_factory()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         storage = await run_in_threadpool(create_backend, settings)
-        logger.info("kmflow %s serving with STORAGE_BACKEND=%s", __version__, storage.name)
+        logger.info(
+            "kmflow %s started: STORAGE_BACKEND=%s store=%s auth=%s workers=%d",
+            __version__,
+            storage.name,
+            storage.store_location,
+            settings.auth_mode,
+            settings.api_workers,
+        )
         if settings.auth_mode == "open_loopback":
             logger.warning("API_KEYS is empty: evidence routes are open, served on loopback only")
         try:
@@ -59,8 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Evidence storage with full provenance.",
         lifespan=lifespan,
+        dependencies=[Depends(note_route)],
     )
     install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(evidence.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
     return app

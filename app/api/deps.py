@@ -29,7 +29,7 @@ async def get_settings(request: Request) -> Settings:
 Storage = Annotated[StorageBackend, Depends(get_storage)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
     description="An API key from the API_KEYS setting, as `Authorization: Bearer <key>`.",
 )
@@ -38,7 +38,7 @@ _bearer = HTTPBearer(
 async def require_api_key(
     request: Request,
     settings: AppSettings,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Accept a request carrying one of the configured keys; every key is compared in full.
 

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.observability.request_context import current_request_id
 from app.storage.errors import (
     DigestMismatch,
     EvidenceExists,
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 class ErrorBody(BaseModel):
     error: str
     detail: str
+    request_id: str | None = Field(
+        default=None, description="Also in the X-Request-ID header and the request's log lines."
+    )
 
 
 class ApiError(Exception):
@@ -86,7 +90,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 def error_response(
     status_code: int, code: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status_code, headers=headers)
+    """`{"error", "detail", "request_id"}`: the id finds the request's log lines."""
+    body = {"error": code, "detail": detail, "request_id": current_request_id()}
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
 from pydantic import BaseModel, Field
 
+from app.observability.metrics import observed
 from app.storage.digest import Readable
 from app.storage.errors import (
     DigestMismatch,
@@ -48,6 +51,14 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_EARLIER_COPIES = 10  # `duplicate_of` names at most this many, newest first
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
 KEY_POLL_SECONDS = 0.05
+# Errors caused by what the client sent, not by the backend: not counted as backend errors.
+CLIENTS_FAULT = (
+    InvalidInput,
+    EvidenceNotFound,
+    DigestMismatch,
+    IdempotencyKeyReused,
+    IdempotencyKeyInProgress,
+)
 
 
 class EvidenceRecord(BaseModel):
@@ -86,6 +97,36 @@ class UploadOutcome(BaseModel):
 class BackendHealth(BaseModel):
     reachable: bool
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Check(BaseModel):
+    """One part of a backend probed on its own, for operators (`/health/detail`)."""
+
+    name: str
+    ok: bool
+    essential: bool = Field(description="If this fails the backend cannot store evidence.")
+    latency_ms: float
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A named check: `run` returns a detail line, or raises to say the part is not fine."""
+
+    name: str
+    run: Callable[[], str | None]
+    essential: bool = True
+
+    def check(self) -> Check:
+        start = time.perf_counter()
+        try:
+            detail, ok = self.run(), True
+        except Exception as error:  # noqa: BLE001  (a probe reports any failure, never raises)
+            detail, ok = _first_line(error), False
+        latency = round((time.perf_counter() - start) * 1000, 3)
+        return Check(
+            name=self.name, ok=ok, essential=self.essential, latency_ms=latency, detail=detail
+        )
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -164,6 +205,20 @@ class StorageBackend(ABC):
         """`commit` for a client's upload: refuses bytes that do not match the client's digest,
         stores at most one record per Idempotency-Key, and names earlier copies of the same
         bytes. The staged file is consumed."""
+        with observed(self.name, "upload", CLIENTS_FAULT):
+            return self._store_upload(
+                staged, engagement_id, file_name, metadata, expected_sha256, idempotency_key
+            )
+
+    def _store_upload(
+        self,
+        staged: StagedFile,
+        engagement_id: str,
+        file_name: str,
+        metadata: Mapping[str, Any] | None,
+        expected_sha256: str | None,
+        idempotency_key: str | None,
+    ) -> UploadOutcome:
         try:
             validate_engagement_id(engagement_id)
             clean_file_name(file_name)
@@ -287,7 +342,8 @@ class StorageBackend(ABC):
 
     def get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord:
         validate_engagement_id(engagement_id)
-        record = self._get(engagement_id, evidence_id) if is_evidence_id(evidence_id) else None
+        with observed(self.name, "get", CLIENTS_FAULT):
+            record = self._get(engagement_id, evidence_id) if is_evidence_id(evidence_id) else None
         if record is None:
             raise EvidenceNotFound(f"no evidence {evidence_id!r} in engagement {engagement_id!r}")
         return record
@@ -307,12 +363,14 @@ class StorageBackend(ABC):
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         if content_hash is not None and not SHA256_HEX.fullmatch(content_hash):
             raise InvalidInput("content_hash must be a SHA-256 in 64 lowercase hex digits")
-        return self._list(engagement_id, limit, cursor, content_hash)
+        with observed(self.name, "list", CLIENTS_FAULT):
+            return self._list(engagement_id, limit, cursor, content_hash)
 
     def open(self, record: EvidenceRecord, start: int = 0) -> BinaryIO:
         """The stored bytes from offset `start` as a readable stream; the caller closes it.
         A backend's stream that cannot seek is read past `start` (bounded memory)."""
-        stream = self._open(record)
+        with observed(self.name, "open", CLIENTS_FAULT):
+            stream = self._open(record)
         if start:
             try:
                 _skip(stream, start)
@@ -362,7 +420,23 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def check(self) -> BackendHealth:
-        """Whether the backend can serve requests now; must not raise."""
+        """Whether the backend can serve requests now; must not raise. Cheap: probes call it."""
+
+    @property
+    @abstractmethod
+    def store_location(self) -> str:
+        """Where the evidence lives, for operators (startup line, health detail); no secrets."""
+
+    def probes(self) -> Sequence[Probe]:
+        """Each part of the backend as its own check; a backend names its parts."""
+
+        def reachable() -> str | None:
+            report = self.check()
+            if not report.reachable:
+                raise StorageUnavailable(str(report.details.get("error", "not reachable")))
+            return None
+
+        return [Probe("backend reachable", reachable)]
 
 
 def _skip(stream: BinaryIO, count: int) -> None:
@@ -374,3 +448,20 @@ def _skip(stream: BinaryIO, count: int) -> None:
         if not chunk:
             raise StorageUnavailable("the stored file is shorter than its record says")
         count -= len(chunk)
+
+
+MIN_FREE_DISK_BYTES = 1024**3
+
+
+def free_disk(path: Path) -> str:
+    """A probe of the disk under `path`: fails below 1 GiB free (uploads would soon fail)."""
+    usage = shutil.disk_usage(path)
+    detail = f"{usage.free} bytes free of {usage.total} ({usage.free / usage.total:.0%})"
+    if usage.free < MIN_FREE_DISK_BYTES:
+        raise StorageUnavailable(f"low disk space: {detail}")
+    return detail
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0][:300] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -30,9 +30,11 @@ from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict, 
 from databricks.sdk.errors.base import DatabricksError
 
 from app.config import Settings
+from app.observability import metrics
 from app.storage.base import (
     BackendHealth,
     EvidenceRecord,
+    Probe,
     RecordPage,
     StorageBackend,
     utc_timestamp,
@@ -327,7 +329,9 @@ class DatabricksBackend(StorageBackend):
             ):
                 if not self._deliver(batch):
                     break
-        return self.outbox.stats()[0]
+        pending = self.outbox.stats()[0]
+        metrics.PENDING_METADATA_ROWS.set(pending)
+        return pending
 
     def _deliver_forever(self) -> None:
         while not self._stopping.is_set():
@@ -418,6 +422,38 @@ class DatabricksBackend(StorageBackend):
 
     # -- health and errors -------------------------------------------------------------------------
 
+    @property
+    def store_location(self) -> str:
+        return f"{self.client.config.host}{self.root}"
+
+    def probes(self) -> list[Probe]:
+        def volume_reachable() -> str:
+            details = self._probe_volume()
+            if not details["volume_reachable"]:
+                raise StorageUnavailable(str(details.get("volume_error")))
+            return self.volume_name
+
+        def warehouse_running() -> str:
+            details = self._probe_warehouse()
+            if not details["warehouse_reachable"]:
+                state = details.get("warehouse_state") or details.get("warehouse_error")
+                raise StorageUnavailable(f"warehouse {details.get('warehouse_id')}: {state}")
+            return f"warehouse {details['warehouse_id']} RUNNING"
+
+        def metadata_delivered() -> str:
+            pending, last_error = self.outbox.stats()
+            metrics.PENDING_METADATA_ROWS.set(pending)
+            if pending:
+                why = f"; last error: {last_error.splitlines()[0][:200]}" if last_error else ""
+                raise StorageUnavailable(f"{pending} metadata row(s) waiting for the table{why}")
+            return "no metadata rows waiting"
+
+        return [
+            Probe("volume reachable", volume_reachable),
+            Probe("warehouse running", warehouse_running, essential=False),
+            Probe("metadata delivered", metadata_delivered, essential=False),
+        ]
+
     def check(self) -> BackendHealth:
         """Volume and warehouse probed at once, with short timeouts; never discovers."""
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -425,6 +461,7 @@ class DatabricksBackend(StorageBackend):
             warehouse = pool.submit(self._probe_warehouse)
             volume_details, warehouse_details = volume.result(), warehouse.result()
         pending, last_error = self.outbox.stats()
+        metrics.PENDING_METADATA_ROWS.set(pending)
         details: dict[str, object] = {
             "volume": self.volume_name,
             **volume_details,

@@ -29,14 +29,21 @@ from app.config import Settings
 from app.storage.base import (
     BackendHealth,
     EvidenceRecord,
+    Probe,
     RecordPage,
     StorageBackend,
+    free_disk,
 )
 from app.storage.delta_files import EvidenceFiles, LocalFiles, ObjectStoreFiles
 from app.storage.delta_location import FILES_PREFIX, TABLE_NAME, DeltaLocation
 from app.storage.delta_maintenance import Maintenance, MaintenancePolicy
 from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
-from app.storage.errors import EvidenceExists, StorageError, StorageUnavailable
+from app.storage.errors import (
+    EvidenceExists,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
 from app.storage.fsync import fsync_directory
 from app.storage.group_commit import GroupCommit
 from app.storage.names import stored_file_name
@@ -134,6 +141,29 @@ class DeltaLakeBackend(StorageBackend):
     def _open(self, record: EvidenceRecord) -> BinaryIO:
         with _store_errors():
             return self.files.open(record.volume_path)
+
+    @property
+    def store_location(self) -> str:
+        return self.location.base_uri
+
+    def probes(self) -> list[Probe]:
+        def table_readable() -> str:
+            return f"{TABLE_NAME} at version {self.table.version(verify=True)}"
+
+        probes = [Probe("table readable", table_readable)]
+        root = self.location.local_root
+        if root is not None:
+
+            def store_writable() -> str:
+                if not os.access(root, os.W_OK):
+                    raise StorageMisconfigured("DELTA_BASE_PATH is not writable")
+                return "base writable"
+
+            probes += [
+                Probe("store writable", store_writable),
+                Probe("free disk", lambda: free_disk(root), essential=False),
+            ]
+        return probes
 
     def check(self) -> BackendHealth:
         details: dict[str, Any] = {"base": self.location.base_uri, "table": TABLE_NAME}

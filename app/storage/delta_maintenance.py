@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
+from app.observability.metrics import DELTA_MAINTENANCE_RUNS
 from app.storage.delta_table import EvidenceTable
 from app.storage.errors import StorageError
 
@@ -103,15 +104,17 @@ class Maintenance:
 
     def _maintain(self, *, compact: bool, checkpoint: bool) -> None:
         if compact:
-            metrics = self.table.compact()
-            if metrics is not None:
+            with _counted("compact"):
+                result = self.table.compact()
+            if result is not None:
                 logger.debug(
                     "compacted %s files into %s",
-                    metrics.get("numFilesRemoved"),
-                    metrics.get("numFilesAdded"),
+                    result.get("numFilesRemoved"),
+                    result.get("numFilesAdded"),
                 )
         if checkpoint:
-            version = self.table.checkpoint()
+            with _counted("checkpoint"):
+                version = self.table.checkpoint()
             logger.debug("checkpoint at version %d", version)
 
     def close(self) -> None:
@@ -119,6 +122,16 @@ class Maintenance:
         with self._lock:
             self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _counted(kind: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        DELTA_MAINTENANCE_RUNS.labels(kind, "failed").inc()
+        raise
+    DELTA_MAINTENANCE_RUNS.labels(kind, "done").inc()
 
 
 def _log_unexpected(future: Future[None]) -> None:

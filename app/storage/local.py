@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.config import Settings
-from app.storage.base import BackendHealth, EvidenceRecord, RecordPage, StorageBackend
+from app.storage.base import (
+    BackendHealth,
+    EvidenceRecord,
+    Probe,
+    RecordPage,
+    StorageBackend,
+    free_disk,
+)
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
 from app.storage.names import stored_file_name
@@ -114,6 +121,27 @@ class LocalBackend(StorageBackend):
             return path.open("rb")
         except FileNotFoundError as error:
             raise StorageUnavailable(f"the file of record {record.id} is missing") from error
+
+    @property
+    def store_location(self) -> str:
+        return str(self.store)
+
+    def probes(self) -> list[Probe]:
+        def index_readable() -> str:
+            self.index.ping()
+            return "SQLite index answers"
+
+        def store_writable() -> str:
+            for directory in (self.store, self._staging.root):
+                if not os.access(directory, os.W_OK):
+                    raise StorageMisconfigured(f"{directory} is not writable")
+            return "store and staging writable"
+
+        return [
+            Probe("index readable", index_readable),
+            Probe("store writable", store_writable),
+            Probe("free disk", lambda: free_disk(self.store), essential=False),
+        ]
 
     def check(self) -> BackendHealth:
         details: dict[str, object] = {}

@@ -260,7 +260,7 @@ def test_bad_uploads_get_a_json_4xx_and_store_nothing(
     response = client.post(UPLOAD, content=body, headers={"Content-Type": content_type})
 
     assert response.status_code == status, response.text
-    assert set(response.json()) == {"error", "detail"}
+    assert set(response.json()) == {"error", "detail", "request_id"}
     assert listed(client, "BAD") == []
     assert stored_files(client) == []
 
@@ -318,7 +318,7 @@ def test_malformed_bodies_get_a_json_4xx(
 ) -> None:
     response = client.post(UPLOAD, content=body, headers={"Content-Type": content_type})
     assert 400 <= response.status_code < 500, response.text
-    assert set(response.json()) == {"error", "detail"}
+    assert set(response.json()) == {"error", "detail", "request_id"}
     assert stored_files(client) == []
 
 

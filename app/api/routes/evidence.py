@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
@@ -19,6 +20,7 @@ from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
+from app.observability import metrics, request_context
 from app.storage.base import EvidenceRecord, RecordPage, StorageBackend, UploadOutcome
 from app.storage.idempotency import validate_key
 from app.storage.pagination import MAX_PAGE_SIZE
@@ -102,6 +104,7 @@ async def upload_evidence(
         Header(alias="Content-Digest", description="The request body's digest (RFC 9530)."),
     ] = None,
 ) -> UploadResponse:
+    started = time.perf_counter()
     limits = UploadLimits(
         max_file_bytes=settings.max_upload_bytes,
         max_field_bytes=settings.max_metadata_bytes,
@@ -142,6 +145,10 @@ async def upload_evidence(
         _upload, storage, body, engagement_id, file_name, metadata, expected, idempotency_key
     )
     record = outcome.record
+    request_context.note(engagement_id=record.engagement_id, evidence_id=record.id)
+    if not outcome.replayed:
+        metrics.UPLOAD_BYTES.labels(storage.name).observe(record.size_bytes)
+        metrics.UPLOAD_DURATION.labels(storage.name).observe(time.perf_counter() - started)
     response.headers["Repr-Digest"] = digests.repr_digest(record.content_hash)
     response.headers["Location"] = str(
         request.url_for("get_evidence", engagement_id=record.engagement_id, evidence_id=record.id)

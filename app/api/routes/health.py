@@ -1,15 +1,19 @@
-"""GET /api/v1/health: open to probes, reports the active backend and whether it answers."""
+"""GET /api/v1/health: open to probes, reports the active backend and whether it answers.
+GET /api/v1/health/detail: for operators (authenticated), every check timed, and the setup."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.api.deps import AppSettings, Storage
+from app import __version__
+from app.api.deps import AppSettings, Storage, require_api_key
+from app.api.errors import ErrorBody
+from app.storage.base import Check, StorageBackend
 
 router = APIRouter(tags=["health"])
 
@@ -41,3 +45,49 @@ async def health(storage: Storage, settings: AppSettings, request: Request) -> J
         details=report.details,
     )
     return JSONResponse(body.model_dump(), status_code=200 if report.reachable else 503)
+
+
+class HealthDetail(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="'degraded': evidence is stored, but a part checked here is not fine."
+    )
+    version: str
+    storage: str
+    store: str = Field(description="Where the evidence lives (no secrets).")
+    checks: list[Check]
+    configuration: dict[str, Any] = Field(description="The active settings; secrets masked.")
+
+
+@router.get(
+    "/health/detail",
+    response_model=HealthDetail,
+    dependencies=[Depends(require_api_key)],
+    responses={
+        401: {"model": ErrorBody},
+        503: {"model": HealthDetail, "description": "An essential check failed."},
+    },
+    summary="Every backend check with its latency, the version and the configuration",
+)
+async def health_detail(storage: Storage, settings: AppSettings, request: Request) -> JSONResponse:
+    checks = await anyio.to_thread.run_sync(
+        _run_probes, storage, limiter=request.state.probe_threads
+    )
+    if any(not check.ok and check.essential for check in checks):
+        status: Literal["ok", "degraded", "unavailable"] = "unavailable"
+    elif any(not check.ok for check in checks):
+        status = "degraded"
+    else:
+        status = "ok"
+    body = HealthDetail(
+        status=status,
+        version=__version__,
+        storage=storage.name,
+        store=storage.store_location,
+        checks=checks,
+        configuration=settings.model_dump(mode="json"),  # SecretStr dumps as '**********'
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if status == "unavailable" else 200)
+
+
+def _run_probes(storage: StorageBackend) -> list[Check]:
+    return [probe.check() for probe in storage.probes()]

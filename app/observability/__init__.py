@@ -1,0 +1,1 @@
+"""What operators see of a running kmflow: Prometheus metrics, structured logs, request ids."""

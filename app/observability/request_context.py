@@ -1,0 +1,93 @@
+"""The request being served, for every log line and error body it causes.
+
+One context variable holds a small mutable record per request: the ASGI middleware sets it
+when a request arrives; routes add what they learn (engagement, record id); a log record
+factory copies the request id into every log record made while serving it, whichever logger
+(ours, uvicorn's, the SDK's) makes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    route: str | None = None  # the matched route's template, e.g. /api/v1/evidence/{engagement_id}
+    engagement_id: str | None = None
+    evidence_id: str | None = None
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("kmflow_request", default=None)
+
+
+def begin(client_request_id: str | None) -> RequestContext:
+    """A client's X-Request-ID is kept when it is a plain token, else a new id is made."""
+    if client_request_id and _CLIENT_REQUEST_ID.fullmatch(client_request_id):
+        request_id = client_request_id
+    else:
+        request_id = uuid.uuid4().hex
+    context = RequestContext(request_id)
+    _current.set(context)
+    return context
+
+
+def current() -> RequestContext | None:
+    return _current.get()
+
+
+def current_request_id() -> str | None:
+    context = _current.get()
+    return context.request_id if context else None
+
+
+def note(*, engagement_id: str | None = None, evidence_id: str | None = None) -> None:
+    """Routes: name what this request touched, for its log line."""
+    context = _current.get()
+    if context is None:
+        return
+    if engagement_id is not None:
+        context.engagement_id = engagement_id
+    if evidence_id is not None:
+        context.evidence_id = evidence_id
+
+
+async def note_route(request: Request) -> None:
+    """An app-wide dependency: records the full template of the route that matched. (Routers
+    included with a prefix keep a relative path; the prefix is what precedes it in the URL.)"""
+    context = _current.get()
+    relative = getattr(request.scope.get("route"), "path", None)
+    if context is None or relative is None:
+        return
+    segments = request.scope["path"].split("/")
+    depth = relative.count("/")
+    context.route = "/".join(segments[: len(segments) - depth]) + relative
+
+
+_installed = False
+
+
+def install_log_record_factory() -> None:
+    """Every LogRecord gets `request_id` (None outside a request). Idempotent."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = current_request_id()
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
