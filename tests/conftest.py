@@ -12,14 +12,14 @@ from app.config import Settings
 from app.main import create_app
 from app.storage.base import StorageBackend
 from app.storage.local import LocalBackend
-from tests import log_secrets
+from tests import keys
 from tests.live_server import LiveServer
 
 pytest_plugins = ["tests.datalake.workspace", "tests.log_secrets"]
 
 BACKENDS = ["local", "delta", "databricks"]
 
-API_KEY = log_secrets.API_KEY
+API_KEY = keys.API_KEY
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 

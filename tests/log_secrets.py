@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.datalake.workspace import MINILAKE_TOKEN
+from tests.keys import API_KEY
 
-API_KEY = "test-key-0123456789abcdef"  # tests.conftest.API_KEY (imported there from here)
 SECRETS = (API_KEY, MINILAKE_TOKEN)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,24 +34,27 @@ class SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[weakref.ref[_ThreadConnection]] = []
         self._lock = threading.Lock()
         self._group: GroupCommit[_Write, None] = GroupCommit(self._run_writes)
         self.connection().executescript(schema)
 
     def connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
+        """This thread's connection. Request threads come and go (anyio retires idle ones), so
+        a connection is closed with its thread, not kept until `close()`."""
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None:
             db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
+            held = self._local.held = _ThreadConnection(db)
             with self._lock:
-                self._all.append(db)
-        return db
+                self._all = [ref for ref in self._all if ref() is not None]
+                self._all.append(weakref.ref(held))
+        return held.db
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -96,7 +100,19 @@ class SqliteDatabase:
 
     def close(self) -> None:
         with self._lock:
-            for db in self._all:
-                db.close()
+            for ref in self._all:
+                held = ref()
+                if held is not None:
+                    held.db.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class _ThreadConnection:
+    """Owned by one thread's `threading.local`: dropped, and so closed, when the thread ends."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        self.db.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tests.log_secrets import API_KEY, MINILAKE_TOKEN, SecretSpotter, server_log_sightings
+from tests.datalake.workspace import MINILAKE_TOKEN
+from tests.keys import API_KEY
+from tests.log_secrets import SecretSpotter, server_log_sightings
 
 
 def test_the_spotter_flags_a_record_or_exception_holding_a_secret() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,13 @@ from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.observability import metrics, request_context
-from app.storage.base import EvidenceRecord, RecordPage, StorageBackend, UploadOutcome
+from app.storage.base import (
+    EvidenceRecord,
+    RecordPage,
+    StorageBackend,
+    UploadOutcome,
+    decode_metadata,
+)
 from app.storage.idempotency import validate_key
 from app.storage.pagination import MAX_PAGE_SIZE
 
@@ -168,7 +173,11 @@ def _form_fields(received: ReceivedUpload) -> tuple[str, str, dict[str, Any] | N
         raise invalid_request(f"missing form field '{FILE_FIELD}'")
     if received.file.size == 0:
         raise invalid_request("the file is empty")
-    return engagement_id, received.file_name, _parse_metadata(received.fields.get("metadata"))
+    return engagement_id, received.file_name, _metadata(received.fields.get("metadata"))
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    return decode_metadata(text) if text is not None and text.strip() else None
 
 
 def _upload(
@@ -296,18 +305,6 @@ def _content_answer(request: Request, record: EvidenceRecord) -> _ContentAnswer:
         "Content-Range": f"bytes {byte_range.start}-{byte_range.end}/{record.size_bytes}",
     }
     return _ContentAnswer(206, byte_range, headers)
-
-
-def _parse_metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise invalid_request(f"metadata is not valid JSON: {error.msg}") from None
-    if not isinstance(metadata, dict):
-        raise invalid_request("metadata must be a JSON object")
-    return metadata
 
 
 def _chunks(stream: BinaryIO, length: int) -> Iterator[bytes]:
