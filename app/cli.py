@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.api.http_protocol import BoundedHttpToolsProtocol
+
     overrides = {
         name: value
         for name, value in (
@@ -79,6 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
         host=settings.api_host,
         port=settings.api_port,
         workers=settings.api_workers,
+        http=BoundedHttpToolsProtocol,  # httptools' speed, with a bound on request heads
         log_config=logging_config(settings.log_format),
         access_log=False,  # kmflow logs one line per request itself, with its request id
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
