@@ -107,6 +107,9 @@ class DatabricksBackend(StorageBackend):
         self._claim_seconds = 2 * self.sql.timeout + 30
         self._table_ready = False
         self._delivering = threading.Lock()
+        # Unacknowledged uploads whose Volume file could not be removed yet, by id.
+        self._withdrawals: dict[str, EvidenceRecord] = {}
+        self._withdrawals_lock = threading.Lock()
         self._warehouse_answering = True
         self._bulk = False
         self._wake = threading.Event()
@@ -224,8 +227,8 @@ class DatabricksBackend(StorageBackend):
 
     def _withdraw_upload(self, record: EvidenceRecord) -> bool:
         """Remove the file of an upload that got no 201 (a failed or interrupted one may still
-        have left it), then its outbox entry; False if Databricks could not be asked now, and
-        the entry stays for the next startup."""
+        have left it), then its outbox entry; False if Databricks could not be asked now: the
+        delivery thread asks again until it can (and a restart would too)."""
         try:
             self.client.files.delete(record.volume_path)
         except NotFound:
@@ -233,9 +236,20 @@ class DatabricksBackend(StorageBackend):
         except _TRANSPORT_ERRORS as error:
             logger.warning("cannot remove the file of unacknowledged upload %s yet: %s",
                            record.id, error)  # fmt: skip
+            with self._withdrawals_lock:
+                self._withdrawals[record.id] = record
             return False
         self.outbox.remove([record.id])
+        with self._withdrawals_lock:
+            self._withdrawals.pop(record.id, None)
         return True
+
+    def _retry_withdrawals(self) -> None:
+        with self._withdrawals_lock:
+            waiting = list(self._withdrawals.values())
+        for record in waiting:
+            if self._withdraw_upload(record):
+                logger.info("removed the file of a failed upload: %s", record.volume_path)
 
     # -- metadata delivery -----------------------------------------------------------------------
 
@@ -340,6 +354,7 @@ class DatabricksBackend(StorageBackend):
             if self._stopping.is_set():
                 return
             try:
+                self._retry_withdrawals()
                 self.deliver_outbox()
             except (StorageError, sqlite3.Error) as error:
                 logger.error("metadata outbox delivery failed, will retry: %s", error)
