@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -70,6 +70,31 @@ UPLOAD_REQUEST_BODY = {
 }
 
 
+UPLOAD_HEADERS = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+        "description": "Retries with the same key return the first upload's record.",
+    },
+    {
+        "name": "Repr-Digest",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The file's digest, `sha-256=:<base64>:` (RFC 9530).",
+    },
+    {
+        "name": "Content-Digest",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The request body's digest, `sha-256=:<base64>:` (RFC 9530).",
+    },
+]
+
+
 class UploadResponse(EvidenceRecord):
     replayed: bool = Field(
         description="True when the Idempotency-Key named an earlier upload: this is its record "
@@ -85,30 +110,17 @@ class UploadResponse(EvidenceRecord):
     "/upload",
     status_code=201,
     response_model=UploadResponse,
-    openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
+    openapi_extra={"requestBody": UPLOAD_REQUEST_BODY, "parameters": UPLOAD_HEADERS},
     summary="Upload one evidence file (streamed; any part order)",
 )
 async def upload_evidence(
-    request: Request,
-    response: Response,
-    storage: Storage,
-    settings: AppSettings,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retries with the same key return the first upload's record.",
-        ),
-    ] = None,
-    repr_digest: Annotated[
-        str | None,
-        Header(alias="Repr-Digest", description="The file's digest, `sha-256=:<base64>:`."),
-    ] = None,
-    content_digest: Annotated[
-        str | None,
-        Header(alias="Content-Digest", description="The request body's digest (RFC 9530)."),
-    ] = None,
+    request: Request, response: Response, storage: Storage, settings: AppSettings
 ) -> UploadResponse:
+    # Headers are read here rather than as FastAPI Header parameters (documented in
+    # UPLOAD_HEADERS): the parameter machinery costs the event loop on every upload.
+    idempotency_key = request.headers.get("idempotency-key")
+    repr_digest = request.headers.get("repr-digest")
+    content_digest = request.headers.get("content-digest")
     started = time.perf_counter()
     limits = UploadLimits(
         max_file_bytes=settings.max_upload_bytes,
