@@ -39,27 +39,32 @@ CREATE INDEX IF NOT EXISTS outbox_by_engagement ON outbox (engagement_id, state)
 
 
 class MetadataOutbox:
+    """Single-statement writes go through `SqliteDatabase.write`, so concurrent uploads of one
+    process share a transaction instead of queueing on SQLite's sleeping busy handler."""
+
     def __init__(self, path: Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
 
     def begin_upload(self, record: EvidenceRecord, owner: str) -> None:
-        with self.db.transaction() as db:
-            db.execute(
+        self.db.write(
+            lambda db: db.execute(
                 "INSERT INTO outbox (id, engagement_id, stored_at, state, owner, record_json)"
                 " VALUES (?, ?, ?, 'uploading', ?, ?)",
                 (record.id, record.engagement_id, record.stored_at, owner,
                  record.model_dump_json()),
-            )  # fmt: skip
+            )
+        )  # fmt: skip
 
     def queue(self, record: EvidenceRecord) -> None:
         """A row for a file already safe in the Volume (backfill): straight to `queued`."""
-        with self.db.transaction() as db:
-            db.execute(
+        self.db.write(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO outbox"
                 " (id, engagement_id, stored_at, state, owner, record_json)"
                 " VALUES (?, ?, ?, 'queued', '', ?)",
                 (record.id, record.engagement_id, record.stored_at, record.model_dump_json()),
             )
+        )
 
     def ids(self) -> set[str]:
         return {row[0] for row in self.db.connection().execute("SELECT id FROM outbox")}
@@ -77,13 +82,14 @@ class MetadataOutbox:
 
         With `claim_seconds` the caller (`owner`) keeps the row to deliver it itself right away.
         """
-        with self.db.transaction() as db:
-            db.execute(
+        self.db.write(
+            lambda db: db.execute(
                 "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ?,"
                 " claimed_until = ?, claimed_by = ? WHERE id = ?",
                 (record.stored_at, record.model_dump_json(), _until(claim_seconds), owner,
                  record.id),
-            )  # fmt: skip
+            )
+        )  # fmt: skip
 
     def claim(self, limit: int, claim_seconds: float, owner: str) -> list[EvidenceRecord]:
         """Take up to `limit` queued rows nobody is delivering, oldest first."""
@@ -109,21 +115,28 @@ class MetadataOutbox:
 
     def release_claims(self, owner: str) -> None:
         """An owner that died holding claims: its rows may be delivered by others now."""
-        with self.db.transaction() as db:
-            db.execute("UPDATE outbox SET claimed_until = 0 WHERE claimed_by = ?", (owner,))
+        self.db.write(
+            lambda db: db.execute(
+                "UPDATE outbox SET claimed_until = 0 WHERE claimed_by = ?", (owner,)
+            )
+        )
 
     def remove(self, evidence_ids: Sequence[str]) -> None:
-        with self.db.transaction() as db:
-            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in evidence_ids])
+        self.db.write(
+            lambda db: db.executemany(
+                "DELETE FROM outbox WHERE id = ?", [(i,) for i in evidence_ids]
+            )
+        )
 
     def record_failure(self, evidence_ids: Sequence[str], error: str) -> None:
         """Not delivered: note why and let the next attempt claim the rows again."""
-        with self.db.transaction() as db:
-            db.executemany(
+        self.db.write(
+            lambda db: db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = 0"
                 " WHERE id = ?",
                 [(error[:500], i) for i in evidence_ids],
             )
+        )
 
     def queued_for(self, engagement_id: str) -> list[EvidenceRecord]:
         rows = self.db.connection().execute(
