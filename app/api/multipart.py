@@ -25,6 +25,7 @@ from app.storage.staging import StagedFile
 FILE_FIELD = "file"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024  # one part header's name or value
+MAX_PART_HEADERS = 8  # Content-Disposition and Content-Type are all a part needs
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,13 @@ async def _read_parts(
     current: str | None = None  # name of the part being read
     field_value = bytearray()
     try:
-        parser = MultipartParser(boundary, recorder.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(  # python-multipart's own limits too, stated rather than assumed
+            boundary,
+            recorder.callbacks(),  # type: ignore[arg-type]
+            max_size=limits.max_body_bytes,
+            max_header_count=MAX_PART_HEADERS,
+            max_header_size=MAX_HEADER_BYTES,
+        )
         async for chunk in request.stream():
             body_bytes += len(chunk)
             if body_bytes > limits.max_body_bytes:

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AppSettings, bearer, require_api_key
+from app.api.errors import ErrorBody
 from app.observability.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter(tags=["operations"])
@@ -29,7 +30,10 @@ async def metrics_access(
     "/metrics",
     dependencies=[Depends(metrics_access)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus metrics."}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus metrics."},
+        401: {"model": ErrorBody, "description": "No valid key (unless METRICS_PUBLIC=true)."},
+    },
     summary="Prometheus metrics of every worker",
 )
 async def metrics() -> Response:
