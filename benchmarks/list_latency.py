@@ -48,7 +48,7 @@ BULK_COMMIT_ROWS = 100
 TIME_BUDGET_SECONDS = 60.0  # per size, for the timed loop of both backends together
 
 
-def synthetic_records(count: int) -> Iterator[EvidenceRecord]:
+def synthetic_records(count: int, engagement: str = ENGAGEMENT) -> Iterator[EvidenceRecord]:
     """Records shaped like real uploads: one every ~1.3 s, realistic names and metadata."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(count):
@@ -56,9 +56,9 @@ def synthetic_records(count: int) -> Iterator[EvidenceRecord]:
         name = f"board-pack-{n:06d}.pdf"
         yield EvidenceRecord(
             id=evidence_id,
-            engagement_id=ENGAGEMENT,
+            engagement_id=engagement,
             file_name=name,
-            volume_path=f"evidence_store/{ENGAGEMENT}/{evidence_id}_{name}",
+            volume_path=f"evidence_store/{engagement}/{evidence_id}_{name}",
             content_hash=hashlib.sha256(evidence_id.encode()).hexdigest(),
             size_bytes=10_000 + n,
             stored_at=(start + timedelta(milliseconds=1300 * n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -66,13 +66,15 @@ def synthetic_records(count: int) -> Iterator[EvidenceRecord]:
         )
 
 
-def populate_delta(root: Path, count: int, policy: MaintenancePolicy) -> DeltaLakeBackend:
+def populate_delta(
+    root: Path, count: int, policy: MaintenancePolicy, engagement: str = ENGAGEMENT
+) -> DeltaLakeBackend:
     backend = DeltaLakeBackend(
         DeltaLocation.parse(str(root / "delta_store")), root / "state" / "staging", policy
     )
     backend.startup()
     batch: list[EvidenceRecord] = []
-    for record in synthetic_records(count - (policy.compact_every - 1)):
+    for record in synthetic_records(count - (policy.compact_every - 1), engagement):
         batch.append(record)
         if len(batch) == BULK_COMMIT_ROWS:
             backend.table.append(batch)
@@ -85,11 +87,11 @@ def populate_delta(root: Path, count: int, policy: MaintenancePolicy) -> DeltaLa
     # the background while timing.
     backend.maintenance.close()
     for n in range(policy.compact_every - 1):
-        backend.write(ENGAGEMENT, f"latest-{n}.pdf", io.BytesIO(b"%d" % n))
+        backend.write(engagement, f"latest-{n}.pdf", io.BytesIO(b"%d" % n))
     return backend
 
 
-def populate_local(root: Path, count: int) -> LocalBackend:
+def populate_local(root: Path, count: int, engagement: str = ENGAGEMENT) -> LocalBackend:
     backend = LocalBackend(root / "evidence_store", root / "state")
     backend.startup()
     columns = list(EvidenceRecord.model_fields)
@@ -99,7 +101,7 @@ def populate_local(root: Path, count: int) -> LocalBackend:
             f"VALUES ({', '.join('?' for _ in columns)})",
             (
                 [getattr(record, column) for column in columns]
-                for record in synthetic_records(count)
+                for record in synthetic_records(count, engagement)
             ),
         )
     return backend

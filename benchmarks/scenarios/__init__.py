@@ -1,0 +1,18 @@
+"""The issue's five scenarios, one module each; `REGISTRY` maps the `--only` names to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchmarks.context import Context, Outcome
+from benchmarks.scenarios import databricks, download, large_upload, listing, small_uploads
+
+Scenario = Callable[[Context], Outcome]
+
+REGISTRY: dict[str, Scenario] = {
+    "large_upload": large_upload.run,
+    "small_uploads": small_uploads.run,
+    "listing": listing.run,
+    "download": download.run,
+    "databricks": databricks.run,
+}

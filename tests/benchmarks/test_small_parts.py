@@ -1,0 +1,76 @@
+"""Small helpers: nginx's config, labels, /proc parsing, seeding SQL, request kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmarks.labels import count_label, size_label
+from benchmarks.list_latency import synthetic_records
+from benchmarks.listing_seed import insert_statement
+from benchmarks.memory import parse_vmhwm_kib, process_tree
+from benchmarks.nginx import TEMPLATE, render_config
+from benchmarks.request_counter import COUNTS_PATH, RequestCounter, classify
+
+
+def test_nginx_config_is_filled_in_completely() -> None:
+    config = render_config(TEMPLATE.read_text(), Path("/scratch/nginx"), 18080)
+    assert "listen 127.0.0.1:18080;" in config
+    assert "root /scratch/nginx/www;" in config
+    assert "@" not in config
+
+
+def test_labels() -> None:
+    assert [size_label(n) for n in (1 << 30, 16 << 10, 48 << 20, 1000)] == [
+        "1 GiB", "16 KiB", "48 MiB", "1000 B",
+    ]  # fmt: skip
+    assert [count_label(n) for n in (100_000, 2000, 1500, 40)] == ["100k", "2k", "1500", "40"]
+
+
+def test_vmhwm_from_proc_status() -> None:
+    assert parse_vmhwm_kib("Name:\tpython\nVmPeak:\t 1 kB\nVmHWM:\t   60544 kB\n") == 60544
+    assert os.getpid() in process_tree(os.getpid())
+
+
+def test_seeding_sql_escapes_quotes_and_writes_nulls() -> None:
+    record = next(synthetic_records(1, "list-1")).model_copy(
+        update={"file_name": "it's.pdf", "metadata_json": None}
+    )
+    statement = insert_statement("`c`.`s`.`t`", [record])
+    assert statement.startswith("INSERT INTO `c`.`s`.`t` (id, engagement_id, file_name,")
+    assert "'it''s.pdf'" in statement and statement.endswith(", NULL)")
+
+
+def test_request_kinds() -> None:
+    assert classify("PUT", "/api/2.0/fs/files/Volumes/c/s/v/x") == "files PUT"
+    assert classify("POST", "/api/2.0/sql/statements") == "sql execute"
+    assert classify("GET", "/api/2.0/sql/statements/abc") == "sql poll/cancel"
+    assert classify("GET", "/api/2.1/unity-catalog/volumes/c.s.v") == "unity catalog"
+
+
+def test_request_counter_counts_and_resets() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    counter = RequestCounter(app)
+    put = {"type": "http", "method": "PUT", "path": "/api/2.0/fs/files/Volumes/a"}
+
+    async def scenario() -> None:
+        await counter(put, receive, send)
+        await counter(put, receive, send)
+        await counter({"type": "http", "method": "GET", "path": COUNTS_PATH}, receive, send)
+        await counter({"type": "http", "method": "DELETE", "path": COUNTS_PATH}, receive, send)
+
+    asyncio.run(scenario())
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert bodies == [b'{"files PUT": 2}', b"{}"]
