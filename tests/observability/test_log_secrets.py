@@ -14,6 +14,7 @@ def test_the_spotter_flags_a_record_or_exception_holding_a_secret() -> None:
     spotter = SecretSpotter()
     logger = logging.getLogger("tests.leaky")
     logger.addHandler(spotter)
+    logger.propagate = False  # these leaks are on purpose: kept from the run-wide check
     try:
         logger.warning("harmless line")
         logger.warning("key was %s", API_KEY)
@@ -23,6 +24,7 @@ def test_the_spotter_flags_a_record_or_exception_holding_a_secret() -> None:
             logger.exception("failed")
     finally:
         logger.removeHandler(spotter)
+        logger.propagate = True
     assert spotter.sightings == [
         "log record of tests.leaky (WARNING)",
         "log record of tests.leaky (ERROR)",
@@ -32,5 +34,9 @@ def test_the_spotter_flags_a_record_or_exception_holding_a_secret() -> None:
 def test_server_logs_are_read_for_secrets(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "server-1.log").write_text("all fine\n")
-    (tmp_path / "a" / "server-2.log").write_text(f"Authorization: Bearer {API_KEY}\n")
-    assert server_log_sightings(tmp_path) == [str(tmp_path / "a" / "server-2.log")]
+    leaky = tmp_path / "a" / "server-2.log"
+    leaky.write_text(f"Authorization: Bearer {API_KEY}\n")
+    try:
+        assert server_log_sightings(tmp_path) == [str(leaky)]
+    finally:
+        leaky.unlink()  # a leak on purpose: kept from the run-wide check at the end
