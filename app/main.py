@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
+from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
 from app.api.routes import evidence, health, metrics
 from app.config import Settings, load_settings
@@ -25,8 +26,6 @@ from app.storage.base import StorageBackend
 from app.storage.registry import create_backend
 
 logger = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 
 PROBE_THREADS = 4

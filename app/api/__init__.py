@@ -1,1 +1,3 @@
 """The HTTP API under /api/v1."""
+
+API_PREFIX = "/api/v1"

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from app import __version__
+from app.api import API_PREFIX
 from app.client.errors import (
     AuthRefused,
     DigestMismatch,
@@ -24,7 +25,6 @@ from app.client.errors import (
 )
 from app.client.retry import RETRY_STATUSES, RetryPolicy, retry_after_seconds
 
-API_PREFIX = "/api/v1"
 # Long reads and writes: a large upload's answer comes after the server has made it durable.
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=10.0)
 MAX_DETAIL_CHARS = 300

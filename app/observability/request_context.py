@@ -8,6 +8,7 @@ factory copies the request id into every log record made while serving it, which
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import uuid
@@ -18,6 +19,8 @@ from starlette.requests import Request
 
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PROCESS_PREFIX = uuid.uuid4().hex[:16]
+_request_numbers = itertools.count(1)
 
 
 @dataclass
@@ -32,11 +35,13 @@ _current: ContextVar[RequestContext | None] = ContextVar("kmflow_request", defau
 
 
 def begin(client_request_id: str | None) -> RequestContext:
-    """A client's X-Request-ID is kept when it is a plain token, else a new id is made."""
+    """A client's X-Request-ID is kept when it is a plain token, else a new id is made: this
+    process's random prefix and a counter, unique across workers and replicas without a
+    system call per request."""
     if client_request_id and _CLIENT_REQUEST_ID.fullmatch(client_request_id):
         request_id = client_request_id
     else:
-        request_id = uuid.uuid4().hex
+        request_id = f"{_PROCESS_PREFIX}{next(_request_numbers):016x}"
     context = RequestContext(request_id)
     _current.set(context)
     return context

@@ -54,6 +54,9 @@ def test_a_matching_digest_is_accepted_and_echoed(client: TestClient) -> None:
     assert response.status_code == 201, response.text
     assert response.headers["Repr-Digest"] == repr_digest(content)
     assert response.json()["content_hash"] == hashlib.sha256(content).hexdigest()
+    location = response.headers["Location"]
+    assert location == f"/api/v1/evidence/ENG-D/{response.json()['id']}"
+    assert client.get(location).json()["content_hash"] == response.json()["content_hash"]
 
 
 @pytest.mark.parametrize("where", ["Repr-Digest", "sha256 field", "Content-Digest"])

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api import digests
+from app.api import API_PREFIX, digests
 from app.api.byte_ranges import ByteRange, etag_matches, requested_range
 from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
@@ -167,9 +167,8 @@ async def upload_evidence(
         metrics.UPLOAD_BYTES.labels(storage.name).observe(record.size_bytes)
         metrics.UPLOAD_DURATION.labels(storage.name).observe(time.perf_counter() - started)
     response.headers["Repr-Digest"] = digests.repr_digest(record.content_hash)
-    response.headers["Location"] = str(
-        request.url_for("get_evidence", engagement_id=record.engagement_id, evidence_id=record.id)
-    )
+    # Relative (RFC 9110 allows it), and formatted: url_for walks the routes on every upload.
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{record.engagement_id}/{record.id}"
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return UploadResponse(
