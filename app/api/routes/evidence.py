@@ -113,9 +113,7 @@ class UploadResponse(EvidenceRecord):
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY, "parameters": UPLOAD_HEADERS},
     summary="Upload one evidence file (streamed; any part order)",
 )
-async def upload_evidence(
-    request: Request, response: Response, storage: Storage, settings: AppSettings
-) -> UploadResponse:
+async def upload_evidence(request: Request, storage: Storage, settings: AppSettings) -> Response:
     # Headers are read here rather than as FastAPI Header parameters (documented in
     # UPLOAD_HEADERS): the parameter machinery costs the event loop on every upload.
     idempotency_key = request.headers.get("idempotency-key")
@@ -166,13 +164,19 @@ async def upload_evidence(
     if not outcome.replayed:
         metrics.UPLOAD_BYTES.labels(storage.name).observe(record.size_bytes)
         metrics.UPLOAD_DURATION.labels(storage.name).observe(time.perf_counter() - started)
-    response.headers["Repr-Digest"] = digests.repr_digest(record.content_hash)
-    # Relative (RFC 9110 allows it), and formatted: url_for walks the routes on every upload.
-    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{record.engagement_id}/{record.id}"
+    headers = {
+        "Repr-Digest": digests.repr_digest(record.content_hash),
+        # Relative (RFC 9110 allows it), and formatted: url_for walks the routes every time.
+        "Location": f"{API_PREFIX}{router.prefix}/{record.engagement_id}/{record.id}",
+    }
     if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return UploadResponse(
+        headers["Idempotent-Replayed"] = "true"
+    answer = UploadResponse(
         **record.model_dump(), replayed=outcome.replayed, duplicate_of=outcome.duplicate_of
+    )
+    # Serialised once, here: returned as a model, FastAPI would validate it again first.
+    return Response(
+        answer.model_dump_json(), status_code=201, media_type="application/json", headers=headers
     )
 
 
