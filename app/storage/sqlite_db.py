@@ -5,11 +5,16 @@ WAL lets readers run beside the single writer, `synchronous=FULL` makes a commit
 survive power loss, and `BEGIN IMMEDIATE` takes the write lock up front so two writers queue
 on the busy timeout instead of failing on a lock upgrade. Writes go through `write`, which
 lets concurrent writers of one process share a transaction (`GroupCommit`): one fsync for many
-uploads, and no thread of ours ever sleeps in SQLite's busy handler behind a sibling.
+uploads. Writers of every process then take turns on an `flock` (`<db>.write-lock`) before
+`BEGIN IMMEDIATE`: the kernel wakes the next one the moment the lock is free, where SQLite's
+busy handler sleeps in steps of up to 100 ms (measured: p99 of small uploads with two workers
+went to 840 ms). SQLite's own locking still guards anything that bypasses this (other tools).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import weakref
@@ -37,6 +42,8 @@ class SqliteDatabase:
         self._all: list[weakref.ref[_ThreadConnection]] = []
         self._lock = threading.Lock()
         self._group: GroupCommit[_Write, None] = GroupCommit(self._run_writes)
+        self._writer = threading.Lock()  # this process's turn...
+        self._write_lock_fd = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self.connection().executescript(schema)
 
     def connection(self) -> sqlite3.Connection:
@@ -59,14 +66,19 @@ class SqliteDatabase:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        with self._writer:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)  # ...and every process's
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
 
     def write(self, work: Callable[[sqlite3.Connection], object]) -> None:
         """Run `work` in a durable transaction, shared with concurrent writers. Each caller's
@@ -106,6 +118,9 @@ class SqliteDatabase:
                     held.db.close()
             self._all.clear()
         self._local = threading.local()
+        if self._write_lock_fd >= 0:
+            os.close(self._write_lock_fd)
+            self._write_lock_fd = -1
 
 
 class _ThreadConnection:
