@@ -68,6 +68,17 @@ PENDING_METADATA_ROWS = Gauge(
     "Metadata rows stored in the outbox and not yet in the evidence_metadata table.",
     multiprocess_mode="max",  # one outbox per machine: every worker sees the same count
 )
+METADATA_STATEMENTS = Counter(
+    "kmflow_databricks_metadata_statements_total",
+    "SQL statements sent for evidence_metadata rows and duplicate lookups, by kind "
+    "(divide by uploads for statements per upload).",
+    ["kind"],
+)
+METADATA_ROUND_JOBS = Histogram(
+    "kmflow_databricks_metadata_round_jobs",
+    "Uploads and queued rows served by one round of metadata statements.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 255),
+)
 DELTA_MAINTENANCE_RUNS = Counter(
     "kmflow_delta_maintenance_runs_total",
     "Delta maintenance runs (compaction, checkpoint), by outcome.",

@@ -2,11 +2,14 @@
 
 Files: `/Volumes/{catalog}/{schema}/{volume}/evidence_store/{engagement_id}/{id}_{slug}`,
 uploaded from the staged local file (seekable, so the SDK streams it; parts and parallelism
-are capped so memory stays bounded), never overwriting. Rows: one idempotent MERGE per write
-through the SQL Statement Execution API. If the warehouse cannot take the row, the upload still
-succeeds and the row waits in a durable local outbox that a background thread drains as soon
-as the warehouse answers, also after a restart. Records still in the outbox are served by id
-from it; a listing needs the warehouse and answers 503 without it rather than a partial page.
+are capped so memory stays bounded), never overwriting. Rows: idempotent MERGEs through the SQL
+Statement Execution API, shared by every upload in flight at the same time (`round_batcher`):
+a warehouse statement costs hundreds of milliseconds and a commit a second or more, so one
+round carries the rows of all concurrent uploads in one MERGE and their duplicate lookups in
+one SELECT, run side by side. If the warehouse cannot take the rows, the uploads still succeed
+and the rows wait in a durable local outbox that a background thread drains as soon as the
+warehouse answers, also after a restart. Records still in the outbox are served by id from it;
+a listing needs the warehouse and answers 503 without it rather than a partial page.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import posixpath
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from databricks.sdk.errors.base import DatabricksError
 from app.config import Settings
 from app.observability import metrics
 from app.storage.base import (
+    MAX_EARLIER_COPIES,
     BackendHealth,
     EvidenceRecord,
     Probe,
@@ -41,9 +45,14 @@ from app.storage.base import (
 )
 from app.storage.databricks_sql import (
     COLUMNS,
+    MAX_LOOKUP_GROUPS,
+    MAX_MERGE_ROWS,
     StatementRunner,
+    copies_statement,
     create_table_statement,
+    merge_chunks,
     merge_rows_statement,
+    packed_row,
     quote_name,
     record_from_row,
 )
@@ -56,6 +65,7 @@ from app.storage.errors import (
 from app.storage.names import stored_file_name
 from app.storage.outbox import MetadataOutbox
 from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.round_batcher import RoundBatcher, Ticket
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)
@@ -65,12 +75,23 @@ VOLUME_DIRECTORY = "evidence_store"
 # memory; the SDK's defaults would allow 10 parts of up to 500 MiB in flight.
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
 UPLOAD_PARALLELISM = 2
-OUTBOX_BATCH = 100
 HEALTH_TIMEOUT_SECONDS = 5
-# An upload waits at most this long for its own row; after that the row is left to the
-# background thread, so a stopped warehouse never holds request threads for long.
+# An upload waits at most this long for its round (its row in the table, its earlier copies);
+# after that its row is left to the round or the background thread, so a slow or stopped
+# warehouse never holds request threads for long.
 INLINE_METADATA_SECONDS = 5.0
 _TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
+
+
+@dataclass(eq=False)
+class MetadataJob:
+    """One caller's part of a round: MERGE a row, look up earlier copies of a record, or both.
+    The round writes the outcome here."""
+
+    row: EvidenceRecord | None = None
+    copies_of: EvidenceRecord | None = None
+    delivered: bool = False
+    copies: list[str] | None = None  # ids, newest first; None: could not be looked up
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,15 @@ class DatabricksBackend(StorageBackend):
         self._withdrawals_lock = threading.Lock()
         self._warehouse_answering = True
         self._bulk = False
+        # Every evidence_metadata statement of this process goes through these rounds: one MERGE
+        # at a time (commits to one table take turns anyway), lookups beside it.
+        self._rounds: RoundBatcher[MetadataJob] = RoundBatcher(
+            self._run_round, max_jobs=MAX_MERGE_ROWS, name="kmflow-metadata"
+        )
+        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmflow-lookup")
+        # The earlier copies found by the round of the upload this thread committed last, for
+        # `_earlier_copies` right after (the contract asks for them in a second call).
+        self._found = threading.local()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deliverer = threading.Thread(
@@ -147,6 +177,8 @@ class DatabricksBackend(StorageBackend):
         self._wake.set()
         if self._deliverer.is_alive():
             self._deliverer.join(timeout=30)
+        self._rounds.close()
+        self._lookups.shutdown()
         self.outbox.close()
         super().close()
 
@@ -177,32 +209,46 @@ class DatabricksBackend(StorageBackend):
         record = record.model_copy(
             update={"volume_path": f"{self.root}/{record.engagement_id}/{name}"}
         )
-        try:
-            self.outbox.begin_upload(record, self._staging.owner)
-        except sqlite3.IntegrityError:
-            raise EvidenceExists(f"record {record.id} is being stored already") from None
-        try:
-            self._upload(staged.path, record.volume_path)
-        except EvidenceExists:  # the file there is not ours: leave it
-            self.outbox.remove([record.id])
-            raise
-        except BaseException:
-            self._withdraw_upload(record)
-            raise
-        if self._warehouse_answering and not self._bulk:
+        packed_row(record)  # a row the table cannot take is refused before anything is stored
+        self._found.copies = None
+        with self._rounds.expecting() as submit:
+            try:
+                self.outbox.begin_upload(record, self._staging.owner)
+            except sqlite3.IntegrityError:
+                raise EvidenceExists(f"record {record.id} is being stored already") from None
+            try:
+                self._upload(staged.path, record.volume_path)
+            except EvidenceExists:  # the file there is not ours: leave it
+                self.outbox.remove([record.id])
+                raise
+            except BaseException:
+                self._withdraw_upload(record)
+                raise
+            if not self._warehouse_answering:
+                self.outbox.mark_queued(record)
+                self._wake.set()
+                return record
             self.outbox.mark_queued(record, self._claim_seconds, self._staging.owner)
-            self._deliver([record], timeout=self._inline_seconds)
-        else:
-            self.outbox.mark_queued(record)
-            self._wake.set()
+            if self._bulk:  # the next rounds take it; `bulk()` waits for them at the end
+                submit(MetadataJob(row=record))
+                return record
+            ticket = submit(MetadataJob(row=record, copies_of=record))
+        in_time = ticket.wait(self._inline_seconds)
+        self._found.copies = (record.id, ticket.job.copies if in_time else None)
         return record
 
     def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
-        """Only while the warehouse answers: in an outage the lookup would hold an upload whose
-        bytes are already safe for a whole statement timeout, to say nothing useful."""
+        """Found by the upload's own round when it was just stored; a replayed upload looks
+        them up in a round of its own. Only while the warehouse answers: in an outage the
+        lookup would hold an upload whose bytes are already safe, to say nothing useful."""
+        found, self._found.copies = getattr(self._found, "copies", None), None
+        if found is not None and found[0] == record.id:
+            copies: list[str] | None = found[1]
+            return copies
         if not self._warehouse_answering:
             return None
-        return super()._earlier_copies(record)
+        ticket = self._rounds.submit(MetadataJob(copies_of=record))
+        return ticket.job.copies if ticket.wait(self._inline_seconds) else None
 
     def _upload(self, local_path: Path, volume_path: str) -> None:
         try:
@@ -258,29 +304,85 @@ class DatabricksBackend(StorageBackend):
             self.sql.run(create_table_statement(self.table))
             self._table_ready = True
 
-    def _deliver(self, records: list[EvidenceRecord], timeout: float | None = None) -> bool:
-        """MERGE rows the caller has claimed; on failure they stay queued for a later try."""
-        ids = [record.id for record in records]
+    def _run_round(self, jobs: Sequence[MetadataJob]) -> None:
+        """MERGE the round's rows and, beside it, look up earlier copies for its uploads."""
+        metrics.METADATA_ROUND_JOBS.observe(len(jobs))
+        wanted = [(job, job.copies_of) for job in jobs if job.copies_of is not None]
+        # Queued rows are read before the MERGE can take them out of the outbox: a copy is then
+        # either here or in the table the lookup reads.
+        queued = [self.outbox.queued_copies(r.engagement_id, r.content_hash) for _, r in wanted]
+        found = None
+        if wanted:
+            found = self._lookups.submit(self._table_copies, [record for _, record in wanted])
+        rows = [job.row for job in jobs if job.row is not None]
+        delivered = self._deliver(rows) if rows else set()
+        for job in jobs:
+            job.delivered = job.row is not None and job.row.id in delivered
+        if found is None:
+            return
         try:
-            self._ensure_table()
-            statement, params = merge_rows_statement(self.table, records)
-            self.sql.run(statement, params, timeout=timeout)
-        except StorageError as error:  # never fail an upload whose file is already safe
-            if self._warehouse_answering:
-                logger.warning("metadata rows queued, warehouse not answering: %s", error)
-            self._warehouse_answering = False
-            self.outbox.record_failure(ids, str(error))
-            self._wake.set()
-            return False
-        self.outbox.remove(ids)
+            in_table = found.result()
+        except StorageError as error:  # the rows are stored; only this courtesy lookup failed
+            logger.info("earlier copies not looked up: %s", error)
+            return
+        for (job, record), candidates in zip(wanted, queued, strict=True):
+            candidates += in_table.get((record.engagement_id, record.content_hash), [])
+            earlier = {key for key in candidates if key < (record.stored_at, record.id)}
+            job.copies = [key[1] for key in sorted(earlier, reverse=True)][:MAX_EARLIER_COPIES]
+
+    def _table_copies(
+        self, records: Sequence[EvidenceRecord]
+    ) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """(stored_at, id) of the newest rows with the bytes of `records`, by (engagement,
+        hash): one SELECT for up to MAX_LOOKUP_GROUPS different ones."""
+        newest: dict[tuple[str, str], str] = {}
+        for record in records:
+            group = (record.engagement_id, record.content_hash)
+            newest[group] = max(newest.get(group, ""), record.stored_at)
+        # Enough rows per group for the newest earlier copies of each of its uploads.
+        per_group = MAX_EARLIER_COPIES + len(records)
+        groups = [(*group, stored_at) for group, stored_at in newest.items()]
+        found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for start in range(0, len(groups), MAX_LOOKUP_GROUPS):
+            sql, params = copies_statement(
+                self.table, groups[start : start + MAX_LOOKUP_GROUPS], per_group
+            )
+            metrics.METADATA_STATEMENTS.labels("SELECT").inc()
+            for row_id, engagement_id, content_hash, stored_at in self._read(sql, params):
+                key = (str(engagement_id), str(content_hash))
+                found.setdefault(key, []).append((str(stored_at), str(row_id)))
+        return found
+
+    def _deliver(self, records: Sequence[EvidenceRecord]) -> set[str]:
+        """MERGE rows this process has claimed, as few statements as the limits allow; the ids
+        delivered. On failure the rest stay queued for a later try."""
+        delivered: set[str] = set()
+        for chunk in merge_chunks(records):
+            ids = [record.id for record in chunk]
+            try:
+                self._ensure_table()
+                metrics.METADATA_STATEMENTS.labels("MERGE").inc()
+                self.sql.run(*merge_rows_statement(self.table, chunk))
+            except StorageError as error:  # never fail an upload whose file is already safe
+                if self._warehouse_answering:
+                    logger.warning("metadata rows queued, warehouse not answering: %s", error)
+                self._warehouse_answering = False
+                self.outbox.record_failure(
+                    [r.id for r in records if r.id not in delivered], str(error)
+                )
+                self._wake.set()
+                return delivered
+            self.outbox.remove(ids)
+            delivered.update(ids)
         if not self._warehouse_answering:
             logger.info("warehouse answering again; delivering queued metadata rows")
         self._warehouse_answering = True
-        return True
+        return delivered
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
-        """Many writes in a row (migration, backfill): rows go out 100 per MERGE, not one each.
+        """Many writes in a row (migration, backfill): their rows are not waited for one by
+        one; the rounds take them as they come, as many per MERGE as the limits allow.
 
         On exit every queued row is delivered; if the warehouse does not take them all, that
         is an error the caller reports (the rows stay safe in the outbox).
@@ -290,6 +392,7 @@ class DatabricksBackend(StorageBackend):
             yield
         finally:
             self._bulk = False
+        self._rounds.wait_idle()
         if pending := self.deliver_outbox():
             raise StorageUnavailable(
                 f"{pending} evidence_metadata row(s) still queued: the warehouse did not take "
@@ -297,10 +400,16 @@ class DatabricksBackend(StorageBackend):
             )
 
     def index_existing(self, record: EvidenceRecord) -> None:
-        """Queue the row of a file already in the Volume (see databricks_backfill)."""
-        self.outbox.queue(record)
+        """Deliver the row of a file already in the Volume (see databricks_backfill)."""
+        packed_row(record)
+        if not self._warehouse_answering:
+            self.outbox.queue(record)
+            self._wake.set()
+            return
+        self.outbox.queue(record, self._claim_seconds, self._staging.owner)
+        ticket = self._rounds.submit(MetadataJob(row=record))
         if not self._bulk:
-            self.deliver_outbox()
+            ticket.wait(self._inline_seconds)
 
     def _engagements(self) -> set[str]:
         rows = self._read(f"SELECT DISTINCT engagement_id FROM {self.table}")  # noqa: S608
@@ -339,9 +448,10 @@ class DatabricksBackend(StorageBackend):
         """Deliver every queued row now; returns how many are still waiting."""
         with self._delivering:
             while batch := self.outbox.claim(
-                OUTBOX_BATCH, self._claim_seconds, self._staging.owner
+                MAX_MERGE_ROWS, self._claim_seconds, self._staging.owner
             ):
-                if not self._deliver(batch):
+                tickets = self._rounds.submit_all([MetadataJob(row=row) for row in batch])
+                if not _all_delivered(tickets, self._claim_seconds):
                     break
         pending = self.outbox.stats()[0]
         metrics.PENDING_METADATA_ROWS.set(pending)
@@ -533,6 +643,10 @@ class DatabricksBackend(StorageBackend):
                 "Databricks rejected kmflow's credentials: check DATABRICKS_TOKEN"
             )
         return StorageUnavailable(f"Databricks Files API unavailable: {error}")
+
+
+def _all_delivered(tickets: Sequence[Ticket[MetadataJob]], timeout: float) -> bool:
+    return all(ticket.wait(timeout) and ticket.job.delivered for ticket in tickets)
 
 
 def workspace_client(settings: Settings, timeout_seconds: int | None = None) -> WorkspaceClient:

@@ -32,7 +32,7 @@ from databricks.sdk.service.sql import (
 )
 
 from app.storage.base import EvidenceRecord
-from app.storage.errors import StorageMisconfigured, StorageUnavailable
+from app.storage.errors import InvalidInput, StorageMisconfigured, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -81,26 +81,112 @@ def create_table_statement(table: str) -> str:
 USING DELTA"""
 
 
+# Limits of the Statement Execution API, and where they are written down:
+# - Statement text: at most 16 MiB; INLINE results: at most 25 MiB; `wait_timeout`: 0 or 5-50 s
+#   (databricks-sdk `service/sql.py`, `StatementExecutionAPI`, "Limits and limitations").
+# - Parameters: a warehouse refuses more than 256 named parameters in one statement
+#   ("BAD_REQUEST: Parameterized query has too many parameters: 339 parameters were given but
+#   the limit is 256", airbytehq/airbyte#46931; databricks-sql-python#300, databricks-jdbc#1047),
+#   and the Databricks JDBC driver documents the same 256 ("Run queries with the Databricks
+#   JDBC driver"). The REST API documents no number; the warehouse behind it is the same.
+MAX_STATEMENT_PARAMETERS = 256
+# No limit on the size of parameter values is documented; a MERGE carries at most this much of
+# them (a row is ~0.5 KiB, or up to ~66 KiB with the largest metadata).
+MAX_MERGE_VALUE_BYTES = 4 * 1024 * 1024
+
+# A row travels as ONE parameter, its columns joined by the ASCII unit separator and split
+# again in SQL (`split_part`, Databricks SQL / DBR 11.3+, and DuckDB), so a MERGE takes 255
+# rows within the parameter limit instead of 32 (8 columns each). No column can hold the
+# separator: ids, hashes and timestamps are hex and digits, engagement ids are letters,
+# digits and `_.-`, file names refuse control characters, and JSON text escapes them.
+FIELD_SEPARATOR = "\x1f"
+MAX_MERGE_ROWS = MAX_STATEMENT_PARAMETERS - 1  # one more parameter: the separator
+# A duplicate lookup names (engagement_id, content_hash, newest stored_at): 3 parameters.
+MAX_LOOKUP_GROUPS = MAX_STATEMENT_PARAMETERS // 3
+
+
+def packed_row(record: EvidenceRecord) -> str:
+    """The row as one parameter value; `merge_rows_statement` splits it again."""
+    row = record.model_dump()
+    fields = ["" if row[column] is None else str(row[column]) for column in COLUMNS]
+    if any(FIELD_SEPARATOR in value for value in fields):
+        raise InvalidInput(f"record {record.id} holds a control character kmflow cannot store")
+    return FIELD_SEPARATOR.join(fields)
+
+
+def merge_chunks(records: Sequence[EvidenceRecord]) -> list[list[EvidenceRecord]]:
+    """`records` cut into MERGEs that fit the parameter and value-size limits, in order."""
+    chunks: list[list[EvidenceRecord]] = []
+    size = 0
+    for record in records:
+        row_bytes = len(packed_row(record).encode())
+        if (
+            not chunks
+            or len(chunks[-1]) >= MAX_MERGE_ROWS
+            or size + row_bytes > (MAX_MERGE_VALUE_BYTES)
+        ):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record)
+        size += row_bytes
+    return chunks
+
+
 def merge_rows_statement(
     table: str, records: Sequence[EvidenceRecord]
 ) -> tuple[str, dict[str, SqlValue]]:
     """One MERGE that inserts the rows whose `id` is not in the table yet.
 
     Idempotent by the primary key: a row delivered twice (a retry after a timeout, two
-    workers draining the same outbox) is inserted once.
+    workers draining the same outbox) is inserted once. At most `MAX_MERGE_ROWS` rows.
     """
-    selects = []
-    params: dict[str, SqlValue] = {}
-    for n, record in enumerate(records):
-        row = record.model_dump()
-        selects.append("SELECT " + ", ".join(f":{column}_{n} AS {column}" for column in COLUMNS))
-        params |= {f"{column}_{n}": row[column] for column in COLUMNS}
-    source = "\n    UNION ALL ".join(selects)
+    if not 0 < len(records) <= MAX_MERGE_ROWS:
+        raise ValueError(f"a MERGE takes 1 to {MAX_MERGE_ROWS} rows, not {len(records)}")
+    params: dict[str, SqlValue] = {"sep": FIELD_SEPARATOR}
+    params |= {f"row_{n}": packed_row(record) for n, record in enumerate(records)}
+    packed = "\n        UNION ALL ".join(
+        f"SELECT :row_{n}" + (" AS r" if n == 0 else "") for n in range(len(records))
+    )
+    fields = []
+    for position, column in enumerate(COLUMNS, start=1):
+        value = f"split_part(r, :sep, {position})"
+        if column == "size_bytes":
+            value = f"CAST({value} AS BIGINT)"
+        elif column == "metadata_json":
+            value = f"NULLIF({value}, '')"
+        fields.append(f"{value} AS {column}")
     columns = ", ".join(COLUMNS)
     values = ", ".join(f"s.{column}" for column in COLUMNS)
     sql = (  # only quoted names and made-up marker names are formatted in
-        f"MERGE INTO {table} AS t\nUSING (\n    {source}\n) AS s\nON t.id = s.id\n"  # noqa: S608
+        f"MERGE INTO {table} AS t\nUSING (\n    SELECT {', '.join(fields)}\n"  # noqa: S608
+        f"    FROM (\n        {packed}\n    ) AS packed\n) AS s\nON t.id = s.id\n"
         f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+    )
+    return sql, params
+
+
+def copies_statement(
+    table: str, groups: Sequence[tuple[str, str, str]], per_group: int
+) -> tuple[str, dict[str, SqlValue]]:
+    """Rows with the bytes of earlier uploads: for each (engagement_id, content_hash, newest
+    stored_at) group, the `per_group` newest rows stored no later, newest first.
+
+    One statement looks up the earlier copies of a whole round of uploads.
+    """
+    if not 0 < len(groups) <= MAX_LOOKUP_GROUPS:
+        raise ValueError(f"a lookup takes 1 to {MAX_LOOKUP_GROUPS} groups, not {len(groups)}")
+    params: dict[str, SqlValue] = {}
+    matches = []
+    for n, (engagement_id, content_hash, stored_at) in enumerate(groups):
+        matches.append(
+            f"(engagement_id = :e_{n} AND content_hash = :h_{n} AND stored_at <= :s_{n})"
+        )
+        params |= {f"e_{n}": engagement_id, f"h_{n}": content_hash, f"s_{n}": stored_at}
+    sql = (  # only a quoted name, marker names and an int are formatted in
+        f"SELECT id, engagement_id, content_hash, stored_at FROM {table}\n"  # noqa: S608
+        f"WHERE {' OR '.join(matches)}\n"
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY engagement_id, content_hash "
+        f"ORDER BY stored_at DESC, id DESC) <= {int(per_group)}"
     )
     return sql, params
 

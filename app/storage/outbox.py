@@ -55,16 +55,19 @@ class MetadataOutbox:
             )
         )  # fmt: skip
 
-    def queue(self, record: EvidenceRecord) -> None:
-        """A row for a file already safe in the Volume (backfill): straight to `queued`."""
+    def queue(
+        self, record: EvidenceRecord, claim_seconds: float = 0, owner: str | None = None
+    ) -> None:
+        """A row for a file already safe in the Volume (backfill): straight to `queued`,
+        claimed like `mark_queued` does."""
         self.db.write(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO outbox"
-                " (id, engagement_id, stored_at, state, owner, record_json)"
-                " VALUES (?, ?, ?, 'queued', '', ?)",
-                (record.id, record.engagement_id, record.stored_at, record.model_dump_json()),
+                "INSERT OR REPLACE INTO outbox (id, engagement_id, stored_at, state, owner,"
+                " record_json, claimed_until, claimed_by) VALUES (?, ?, ?, 'queued', '', ?, ?, ?)",
+                (record.id, record.engagement_id, record.stored_at, record.model_dump_json(),
+                 _until(claim_seconds), owner),
             )
-        )
+        )  # fmt: skip
 
     def ids(self) -> set[str]:
         return {row[0] for row in self.db.connection().execute("SELECT id FROM outbox")}
@@ -144,6 +147,15 @@ class MetadataOutbox:
             (engagement_id,),
         )
         return [EvidenceRecord.model_validate_json(row[0]) for row in rows]
+
+    def queued_copies(self, engagement_id: str, content_hash: str) -> list[tuple[str, str]]:
+        """(stored_at, id) of the queued rows of one engagement with these bytes."""
+        rows = self.db.connection().execute(
+            "SELECT stored_at, id FROM outbox WHERE state = 'queued' AND engagement_id = ?"
+            " AND json_extract(record_json, '$.content_hash') = ?",
+            (engagement_id, content_hash),
+        )
+        return [(row[0], row[1]) for row in rows]
 
     def uploads_in_flight(self) -> list[tuple[EvidenceRecord, str]]:
         rows = self.db.connection().execute(

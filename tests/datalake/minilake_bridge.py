@@ -4,13 +4,17 @@ MiniLake (minilake 1.9.0) is the real HTTP peer of kmflow's Databricks tests, bu
 Databricks behaviour kmflow relies on (see ../shared/spec/minilake-notes.md). This ASGI wrapper
 adds exactly those, and nothing in `app/` knows about it:
 
-- Statement `parameters` are bound into typed, escaped literals (MiniLake drops them).
+- Statement `parameters` are bound into typed, escaped literals (MiniLake drops them); more
+  than 256 in one statement are refused as a warehouse refuses them ("BAD_REQUEST:
+  Parameterized query has too many parameters: N parameters were given but the limit is 256",
+  see `app.storage.databricks_sql.MAX_STATEMENT_PARAMETERS`); MiniLake takes any number.
 - SQL errors answer HTTP 200 with `status.state = FAILED` (MiniLake answers HTTP 400).
 - A statement on a STOPPED warehouse stays PENDING (MiniLake runs it anyway).
 - Files API calls under a volume that was never created answer 404 RESOURCE_DOES_NOT_EXIST
   (MiniLake writes anywhere); volumes listed in `deny_writes` answer 403 PERMISSION_DENIED on
   writes (MiniLake records grants but does not enforce them).
-- Injected faults (`add_fault`): a JSON 429/503 or a delay, for paths matching a pattern.
+- Injected faults (`add_fault`): a JSON 429/503 or a delay, for paths matching a pattern
+  (and, for statements, SQL text matching one), or a statement that ends FAILED.
 """
 
 from __future__ import annotations
@@ -32,15 +36,18 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 _STATEMENTS = "/api/2.0/sql/statements"
 _VOLUME_PATH = re.compile(r"^/api/2\.0/fs/(?:files|directories)/Volumes/([^/]+)/([^/]+)/([^/]+)")
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT", "LONG"}
+MAX_PARAMETERS = 256
+FAILED = 0  # a Fault status: the statement is accepted, then ends FAILED (HTTP 200)
 
 
 @dataclass
 class Fault:
     path: re.Pattern[str]
     method: str | None
-    status: int | None  # None: only delay
+    status: int | None  # None: only delay; FAILED: a statement that ends FAILED
     times: int
     delay: float = 0.0
+    statement: re.Pattern[str] | None = None  # statements only: SQL text to match
 
 
 def sql_literal(value: str | None, type_name: str | None) -> str:
@@ -87,8 +94,10 @@ class MiniLakeBridge:
         method: str | None = None,
         times: int = 1,
         delay: float = 0.0,
+        statement: str | None = None,
     ) -> None:
-        self.faults.append(Fault(re.compile(path), method, status, times, delay))
+        pattern = re.compile(statement) if statement is not None else None
+        self.faults.append(Fault(re.compile(path), method, status, times, delay, pattern))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,26 +121,26 @@ class MiniLakeBridge:
 
     async def _injected_fault(self, method: str, path: str, receive: Receive, send: Send) -> bool:
         for fault in self.faults:
+            if fault.statement is not None:
+                continue  # matched against the SQL text in `_execute_statement`
             if fault.times and fault.path.search(path) and fault.method in (None, method):
-                fault.times -= 1
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                if fault.status is None:
-                    return False
-                await _read_body(receive)
-                code = {429: "TOO_MANY_REQUESTS", 503: "TEMPORARILY_UNAVAILABLE"}
-                await _json(
-                    send, fault.status,
-                    {"error_code": code.get(fault.status, "INTERNAL_ERROR"),
-                     "message": f"injected {fault.status}"},
-                    headers=[(b"retry-after", b"0")],
-                )  # fmt: skip
-                return True
+                if fault.status is not None:  # answered here: the request goes no further
+                    await _read_body(receive)
+                return await _answer_fault(fault, send)
         return False
 
     async def _execute_statement(self, scope: Scope, receive: Receive, send: Send) -> None:
         payload = json.loads(await _read_body(receive) or b"{}")
         self.statements.append(json.loads(json.dumps(payload)))
+        if await self._statement_fault(payload.get("statement", ""), send):
+            return
+        count = len(payload.get("parameters") or [])
+        if count > MAX_PARAMETERS:
+            await _json(send, 400, {"error_code": "BAD_REQUEST", "message": (
+                f"Parameterized query has too many parameters: {count} parameters were given "
+                f"but the limit is {MAX_PARAMETERS}."
+            )})  # fmt: skip
+            return
         try:
             payload["statement"] = bind_parameters(
                 payload["statement"], payload.pop("parameters", None) or []
@@ -154,6 +163,12 @@ class MiniLakeBridge:
                            "error": {"error_code": "BAD_REQUEST", "message": answer["message"]}},
             }  # fmt: skip
         await _json(send, status, answer)
+
+    async def _statement_fault(self, sql: str, send: Send) -> bool:
+        for fault in self.faults:
+            if fault.times and fault.statement is not None and fault.statement.search(sql):
+                return await _answer_fault(fault, send)
+        return False
 
     async def _files_call(self, scope: Scope, receive: Receive, send: Send, volume: str) -> None:
         status, _ = await self._get(f"/api/2.1/unity-catalog/volumes/{volume}")
@@ -204,6 +219,30 @@ class MiniLakeBridge:
         except json.JSONDecodeError:
             parsed = {}
         return answer["status"], parsed if isinstance(parsed, dict) else {}
+
+
+async def _answer_fault(fault: Fault, send: Send) -> bool:
+    """Play one occurrence of `fault`; False if it only delays (the request then goes on)."""
+    fault.times -= 1
+    if fault.delay:
+        await asyncio.sleep(fault.delay)
+    if fault.status is None:
+        return False
+    if fault.status == FAILED:
+        await _json(send, 200, {
+            "statement_id": str(uuid.uuid4()),
+            "status": {"state": "FAILED",
+                       "error": {"error_code": "INTERNAL_ERROR", "message": "injected failure"}},
+        })  # fmt: skip
+        return True
+    code = {429: "TOO_MANY_REQUESTS", 503: "TEMPORARILY_UNAVAILABLE"}
+    await _json(
+        send, fault.status,
+        {"error_code": code.get(fault.status, "INTERNAL_ERROR"),
+         "message": f"injected {fault.status}"},
+        headers=[(b"retry-after", b"0")],
+    )  # fmt: skip
+    return True
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.storage.base import EvidenceRecord
 from app.storage.databricks_sql import (
+    FIELD_SEPARATOR,
     StatementFailed,
     StatementRunner,
     WarehouseUnavailable,
@@ -276,7 +277,9 @@ def merged_ids(bridge: MiniLakeBridge, since: int) -> list[str]:
     for statement in bridge.statements[since:]:
         if statement["statement"].startswith("MERGE"):
             ids += [
-                p["value"] for p in statement.get("parameters") or [] if p["name"].startswith("id_")
+                p["value"].split(FIELD_SEPARATOR)[0]
+                for p in statement.get("parameters") or []
+                if p["name"].startswith("row_")
             ]
     return ids
 

@@ -1,0 +1,168 @@
+"""Rounds: jobs submitted concurrently are carried out together, one round at a time.
+
+On a Databricks SQL warehouse every statement costs hundreds of milliseconds and every write is
+a Delta commit of a second or more, with commits to one table taking turns. One statement per
+upload caps a table at about one upload per second, however many uploads wait. So jobs are
+queued here and one thread takes everything queued (up to `max_jobs`) into the next round:
+while a round runs, the next one fills up, and under load each round carries the load.
+
+Rounds can still fall into step with their clients: the uploads answered by one round come
+back together a moment after the next round has started, and would then always miss it. So
+before a round starts the thread may linger, like PostgreSQL's `commit_delay` with
+`commit_siblings`: only while the queue is shorter than the last round or callers have said a
+job is on its way (`expecting`), and never longer than a quarter of the last round's duration
+(at most `MAX_LINGER_SECONDS`). Under no load nothing waits; at a warehouse's speed a round
+waits at most a fraction of what a missed round would cost; at an emulator's speed the wait
+shrinks with the round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+Job = TypeVar("Job")
+
+LINGER_FRACTION = 0.25
+MAX_LINGER_SECONDS = 0.5
+
+
+class BatcherClosed(RuntimeError):
+    """A job was submitted after `close()`."""
+
+
+@dataclass(eq=False)
+class Ticket(Generic[Job]):
+    """A submitted job; `done` is set once its round has ended (whatever the outcome)."""
+
+    job: Job
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+
+class RoundBatcher(Generic[Job]):
+    """Run `run_round(jobs)` on one thread for the jobs queued so far; see the module docstring.
+
+    `run_round` records each job's outcome on the job itself; an exception it raises is logged
+    and ends that round only (its jobs are marked done with whatever they hold).
+    """
+
+    def __init__(
+        self, run_round: Callable[[Sequence[Job]], None], *, max_jobs: int, name: str
+    ) -> None:
+        self._run_round = run_round
+        self._max_jobs = max_jobs
+        self._queue: list[Ticket[Job]] = []
+        self._expected = 0  # callers inside `expecting()` that have not submitted yet
+        self._running = False
+        self._closing = False
+        self._last_round_jobs = 0
+        self._last_round_seconds = 0.0
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> Ticket[Job]:
+        return self.submit_all([job])[0]
+
+    def submit_all(self, jobs: Sequence[Job]) -> list[Ticket[Job]]:
+        """Queue jobs at once, so no round starts with only the first of them."""
+        with self._changed:
+            return [self._enqueue(job) for job in jobs]
+
+    @contextmanager
+    def expecting(self) -> Iterator[Callable[[Job], Ticket[Job]]]:
+        """Say a job is on its way (the caller is still uploading its file, say), so a round
+        about to start may wait for it; yields the `submit` to use for it (at most once)."""
+        submitted = False
+
+        def submit(job: Job) -> Ticket[Job]:
+            nonlocal submitted
+            with self._changed:
+                if not submitted:
+                    submitted = True
+                    self._expected -= 1
+                return self._enqueue(job)
+
+        with self._changed:
+            self._expected += 1
+        try:
+            yield submit
+        finally:
+            with self._changed:
+                if not submitted:
+                    self._expected -= 1
+                    self._changed.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """True once nothing is queued or running (every job submitted so far is done)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._queue or self._running:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    def _enqueue(self, job: Job) -> Ticket[Job]:
+        if self._closing:
+            raise BatcherClosed("no more rounds: the batcher is closed")
+        ticket = Ticket(job)
+        self._queue.append(ticket)
+        self._changed.notify_all()
+        return ticket
+
+    def _run_forever(self) -> None:
+        while batch := self._next_round():
+            started = time.monotonic()
+            try:
+                self._run_round([ticket.job for ticket in batch])
+            except Exception:  # one bad round must not stop every later one: log, go on
+                logger.exception("a round of %d job(s) failed unexpectedly", len(batch))
+            finally:
+                with self._changed:
+                    self._running = False
+                    self._last_round_jobs = len(batch)
+                    self._last_round_seconds = time.monotonic() - started
+                    self._changed.notify_all()
+                for ticket in batch:
+                    ticket.done.set()
+
+    def _next_round(self) -> list[Ticket[Job]]:
+        """Wait for jobs, linger if that is worth it, and take the next round's (empty: stop)."""
+        with self._changed:
+            while not self._queue:
+                if self._closing:
+                    return []
+                self._changed.wait()
+            linger = min(MAX_LINGER_SECONDS, LINGER_FRACTION * self._last_round_seconds)
+            deadline = time.monotonic() + linger
+            while self._worth_waiting() and (remaining := deadline - time.monotonic()) > 0:
+                self._changed.wait(remaining)
+            batch = self._queue[: self._max_jobs]
+            del self._queue[: self._max_jobs]
+            self._running = True
+            return batch
+
+    def _worth_waiting(self) -> bool:
+        queued = len(self._queue)
+        if self._closing or queued >= self._max_jobs:
+            return False
+        return self._expected > 0 or queued < self._last_round_jobs

@@ -1,0 +1,183 @@
+"""Metadata rows in rounds: how many statements concurrent uploads, a backlog and a failure
+cost, against MiniLake through the real SDK (statements counted at the bridge). Counts and
+contents only; timings belong to the benchmark (`python -m benchmarks --only databricks-latency`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.storage.base import EvidenceRecord, utc_timestamp
+from app.storage.databricks import DatabricksBackend
+from app.storage.databricks_sql import (
+    FIELD_SEPARATOR,
+    MAX_MERGE_ROWS,
+    MAX_MERGE_VALUE_BYTES,
+    MAX_STATEMENT_PARAMETERS,
+    copies_statement,
+    merge_chunks,
+    merge_rows_statement,
+    packed_row,
+)
+from app.storage.errors import InvalidInput
+from app.storage.registry import create_backend
+from tests.conftest import settings_from_env
+from tests.datalake.inspect import table_rows
+from tests.datalake.minilake_bridge import FAILED, MiniLakeBridge
+from tests.datalake.workspace import DatabricksWorkspace
+
+
+def record(n: int, **changes: object) -> EvidenceRecord:
+    values: dict[str, object] = {
+        "id": uuid.uuid4().hex,
+        "engagement_id": "ENG-ROUNDS",
+        "file_name": f"file {n}.txt",
+        "volume_path": f"/Volumes/kmflow/s/raw_evidence/evidence_store/ENG-ROUNDS/{n}.txt",
+        "content_hash": f"{n:064x}",
+        "size_bytes": n,
+        "stored_at": utc_timestamp(),
+        "metadata_json": json.dumps({"n": n}),
+    }
+    return EvidenceRecord(**(values | changes))
+
+
+# -- the statements, without a warehouse -------------------------------------------------------
+
+
+def test_a_full_merge_stays_within_the_parameter_limit() -> None:
+    _, params = merge_rows_statement("`c`.`s`.`t`", [record(n) for n in range(MAX_MERGE_ROWS)])
+    assert len(params) == MAX_STATEMENT_PARAMETERS
+    with pytest.raises(ValueError, match="1 to 255 rows"):
+        merge_rows_statement("`c`.`s`.`t`", [record(n) for n in range(MAX_MERGE_ROWS + 1)])
+
+
+def test_rows_are_cut_into_merges_by_count_and_by_size() -> None:
+    small = [record(n) for n in range(600)]
+    assert [len(chunk) for chunk in merge_chunks(small)] == [255, 255, 90]
+    assert [r for chunk in merge_chunks(small) for r in chunk] == small
+
+    big_metadata = json.dumps({"notes": "x" * 60_000})
+    big = [record(n, metadata_json=big_metadata) for n in range(150)]
+    chunks = merge_chunks(big)
+    assert len(chunks) > 1
+    assert all(
+        sum(len(packed_row(r).encode()) for r in chunk) <= MAX_MERGE_VALUE_BYTES for chunk in chunks
+    )
+    assert [r for chunk in chunks for r in chunk] == big
+
+
+def test_a_value_holding_the_field_separator_is_refused_not_split() -> None:
+    with pytest.raises(InvalidInput, match="control character"):
+        packed_row(record(1, file_name=f"a{FIELD_SEPARATOR}b.txt"))
+
+
+def test_a_lookup_names_each_group_with_three_parameters() -> None:
+    groups = [("ENG", f"{n:064x}", utc_timestamp()) for n in range(85)]
+    sql, params = copies_statement("`c`.`s`.`t`", groups, per_group=11)
+    assert len(params) == 255
+    assert "ENG" not in sql and "<= 11" in sql
+    with pytest.raises(ValueError, match="1 to 85 groups"):
+        copies_statement("`c`.`s`.`t`", [*groups, groups[0]], per_group=11)
+
+
+# -- against MiniLake -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def minilake(databricks_workspace: DatabricksWorkspace) -> MiniLakeBridge:
+    if databricks_workspace.bridge is None:
+        pytest.skip("counts statements at MiniLake's bridge; not run against a real workspace")
+    return databricks_workspace.bridge
+
+
+@pytest.fixture
+def make_backend(
+    databricks_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[float], DatabricksBackend]]:
+    """Backends on the test's schema, with the delivery thread's retry interval given."""
+    backends: list[DatabricksBackend] = []
+
+    def make(retry_seconds: float) -> DatabricksBackend:
+        state = tmp_path_factory.mktemp("state")
+        env = {
+            **databricks_env,
+            "STATE_PATH": str(state),
+            "DATABRICKS_OUTBOX_RETRY_SECONDS": str(retry_seconds),
+        }
+        backend = create_backend(settings_from_env(env))
+        assert isinstance(backend, DatabricksBackend)
+        backends.append(backend)
+        return backend
+
+    yield make
+    for backend in backends:
+        backend.close()
+
+
+def statements_since(bridge: MiniLakeBridge, since: int, schema: str) -> Counter[str]:
+    """Statements on `schema`'s tables by first keyword (other tests share the bridge)."""
+    sent = [s["statement"] for s in bridge.statements[since:]]
+    return Counter(sql.split(None, 1)[0].upper() for sql in sent if f"`{schema}`" in sql)
+
+
+def test_a_backlog_of_600_rows_takes_three_merges_and_lands_exactly_once(
+    make_backend: Callable[[float], DatabricksBackend],
+    minilake: MiniLakeBridge,
+    databricks_workspace: DatabricksWorkspace,
+    databricks_env: dict[str, str],
+) -> None:
+    odd = {"note": "quote ' backslash \\ unicode é 漢字 \u2028", "n": [1, 2.5, None, True]}
+    rows = [record(n) for n in range(598)]
+    rows += [
+        record(
+            598, file_name='it\'s "quoted"; DROP TABLE x; --.txt', metadata_json=json.dumps(odd)
+        ),
+        record(599, metadata_json=None, size_bytes=5 * 1024**4),
+    ]
+    backend = make_backend(3600)  # the delivery thread stays out of the way: one drain counted
+    for row in rows:
+        backend.outbox.queue(row)
+    since = len(minilake.statements)
+
+    assert backend.deliver_outbox() == 0
+
+    assert statements_since(minilake, since, databricks_env["DATABRICKS_SCHEMA"]) == {"MERGE": 3}
+    stored = table_rows(databricks_workspace, databricks_env, "ENG-ROUNDS")
+    assert sorted(row[0] for row in stored) == sorted(r.id for r in rows)  # each exactly once
+    by_id = {r.id: r for r in rows}
+    assert backend.get("ENG-ROUNDS", rows[598].id) == rows[598]
+    assert backend.get("ENG-ROUNDS", rows[599].id) == rows[599]
+    for row_id, content_hash, size, metadata in stored:
+        assert (content_hash, int(str(size)), metadata) == (
+            by_id[str(row_id)].content_hash,
+            by_id[str(row_id)].size_bytes,
+            by_id[str(row_id)].metadata_json,
+        )
+
+
+def test_a_round_whose_merge_fails_leaves_its_rows_queued_and_they_land_once(
+    make_backend: Callable[[float], DatabricksBackend],
+    minilake: MiniLakeBridge,
+    databricks_workspace: DatabricksWorkspace,
+    databricks_env: dict[str, str],
+) -> None:
+    backend = make_backend(0.2)
+    warm_up = backend.write("ENG-ROUNDS", "warm-up.txt", io.BytesIO(b"warm"))  # table exists
+    minilake.add_fault(r"^/api/2\.0/sql/statements$", FAILED, statement=r"^MERGE", times=1)
+    since = len(minilake.statements)
+    try:
+        written = [backend.write("ENG-ROUNDS", f"{n}.txt", io.BytesIO(b"%d" % n)) for n in range(3)]
+        assert backend.outbox.wait_until_empty(timeout=30)
+    finally:
+        minilake.faults.clear()
+
+    sent = statements_since(minilake, since, databricks_env["DATABRICKS_SCHEMA"])
+    assert sent["MERGE"] >= 2  # the failed one, then the delivery that took its rows
+    stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-ROUNDS")]
+    assert sorted(stored) == sorted([warm_up.id] + [r.id for r in written])  # each once
