@@ -1,11 +1,13 @@
 """The harness's side of MiniLake: start it, create the objects a measurement needs (each in
-a schema of its own, so rounds never share files or rows), and read its request counts."""
+a schema of its own, so rounds never share files or rows), set its latency model and read its
+counts (requests by kind, statements by SQL keyword) through the model's `/_latency`."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from databricks.sdk import WorkspaceClient
@@ -13,8 +15,8 @@ from databricks.sdk.service.catalog import VolumeType
 from databricks.sdk.service.sql import StatementParameterListItem, StatementState
 
 from app.storage.databricks_sql import create_table_statement, quote_name
-from benchmarks.request_counter import COUNTS_PATH
 from benchmarks.servers import ServerProcess, free_port, python_env
+from tests.datalake.latency_model import CONTROL_PATH, Latency
 
 TOKEN = "dapi-kmflow-bench"  # noqa: S105 - MiniLake takes any token; not a secret
 CATALOG = "kmflow"
@@ -90,10 +92,25 @@ class MiniLake:
         }
 
     def reset_counts(self) -> None:
-        httpx.delete(self.url + COUNTS_PATH, timeout=10).raise_for_status()
+        httpx.delete(self.url + CONTROL_PATH + "/counts", timeout=10).raise_for_status()
 
     def counts(self) -> dict[str, int]:
-        response = httpx.get(self.url + COUNTS_PATH, timeout=10)
-        response.raise_for_status()
-        counts: dict[str, int] = response.json()
+        """Requests since the last reset, by kind ("files PUT", "sql execute", ...)."""
+        counts: dict[str, int] = self._report()["requests"]
         return counts
+
+    def statement_counts(self) -> dict[str, int]:
+        """SQL statements since the last reset, by first keyword ("MERGE", "SELECT", ...)."""
+        counts: dict[str, int] = self._report()["statements"]
+        return counts
+
+    def set_latency(self, latency: Latency) -> None:
+        """Make MiniLake answer at `latency`'s speed from now on (it starts at zero)."""
+        response = httpx.put(self.url + CONTROL_PATH, json=latency.to_json(), timeout=10)
+        response.raise_for_status()
+
+    def _report(self) -> dict[str, Any]:
+        response = httpx.get(self.url + CONTROL_PATH, timeout=10)
+        response.raise_for_status()
+        report: dict[str, Any] = response.json()
+        return report

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
 from benchmarks.labels import count_label, size_label
 from benchmarks.list_latency import synthetic_records
 from benchmarks.listing_seed import insert_statement
 from benchmarks.memory import parse_vmhwm_kib, process_tree
 from benchmarks.nginx import TEMPLATE, render_config
-from benchmarks.request_counter import COUNTS_PATH, RequestCounter, classify
+from tests.datalake.latency_model import classify
 
 
 def test_nginx_config_is_filled_in_completely() -> None:
@@ -48,29 +46,3 @@ def test_request_kinds() -> None:
     assert classify("POST", "/api/2.0/sql/statements") == "sql execute"
     assert classify("GET", "/api/2.0/sql/statements/abc") == "sql poll/cancel"
     assert classify("GET", "/api/2.1/unity-catalog/volumes/c.s.v") == "unity catalog"
-
-
-def test_request_counter_counts_and_resets() -> None:
-    sent: list[dict[str, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        return None
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    counter = RequestCounter(app)
-    put = {"type": "http", "method": "PUT", "path": "/api/2.0/fs/files/Volumes/a"}
-
-    async def scenario() -> None:
-        await counter(put, receive, send)
-        await counter(put, receive, send)
-        await counter({"type": "http", "method": "GET", "path": COUNTS_PATH}, receive, send)
-        await counter({"type": "http", "method": "DELETE", "path": COUNTS_PATH}, receive, send)
-
-    asyncio.run(scenario())
-    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
-    assert bodies == [b'{"files PUT": 2}', b"{}"]

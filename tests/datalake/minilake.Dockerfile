@@ -6,7 +6,8 @@ RUN pip install "minilake==1.9.0" "databricks-sdk>=0.20.0" "uvicorn>=0.30" \
  && useradd --system --uid 10002 --create-home --home-dir /home/minilake minilake
 WORKDIR /opt/kmflow-dev
 COPY tests/__init__.py tests/__init__.py
-COPY tests/datalake/__init__.py tests/datalake/minilake_bridge.py tests/datalake/serve_minilake.py tests/datalake/
+COPY tests/datalake/__init__.py tests/datalake/minilake_bridge.py tests/datalake/latency_model.py \
+     tests/datalake/serve_minilake.py tests/datalake/
 USER minilake
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=12 \

@@ -5,7 +5,8 @@
 
 then `DATABRICKS_HOST=http://127.0.0.1:8080 DATABRICKS_TOKEN=dapi-local STORAGE_BACKEND=databricks
 kmflow serve`. It creates a SQL warehouse and the runbook's catalog, schema and volume, so kmflow
-finds everything it needs. Development only: MiniLake is not Databricks.
+finds everything it needs. `--latency default` makes it answer at a workspace's speed (see
+`tests.datalake.latency_model`). Development only: MiniLake is not Databricks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import uvicorn
 
+from tests.datalake.latency_model import DEFAULT, ZERO, LatencyModel
 from tests.datalake.minilake_bridge import MiniLakeBridge
 
 READY_MARKER = ".kmflow-ready"
@@ -32,6 +34,10 @@ def main() -> None:
     parser.add_argument("--catalog", default=os.environ.get("DATABRICKS_CATALOG", "kmflow"))
     parser.add_argument("--schema", default=os.environ.get("DATABRICKS_SCHEMA", "evidence"))
     parser.add_argument("--volume", default=os.environ.get("DATABRICKS_VOLUME", "raw_evidence"))
+    parser.add_argument(
+        "--latency", choices=("zero", "default"), default="zero",
+        help="default: a workspace's speed (statement 0.3 s, commit 1 s per table, ...)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     data_dir = args.data_dir = args.data_dir.resolve()
@@ -44,8 +50,11 @@ def main() -> None:
     os.environ.setdefault("MINILAKE_DUCKDB_EXTENSION_DIR", tempfile.mkdtemp(dir=data_dir))
     from minilake.app import create_app
 
+    latency = DEFAULT if args.latency == "default" else ZERO
     server = uvicorn.Server(
-        uvicorn.Config(MiniLakeBridge(create_app()), host=args.host, port=args.port)
+        uvicorn.Config(
+            LatencyModel(MiniLakeBridge(create_app()), latency), host=args.host, port=args.port
+        )
     )
     threading.Thread(
         target=_create_objects, args=(server, args), name="bootstrap", daemon=True

@@ -20,6 +20,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.catalog import VolumeType
 
+from tests.datalake.latency_model import ZERO, LatencyModel
 from tests.datalake.minilake_bridge import MiniLakeBridge
 from tests.live_server import free_port
 
@@ -34,6 +35,8 @@ class DatabricksWorkspace:
     warehouse_id: str
     catalog: str
     bridge: MiniLakeBridge | None  # None against a real workspace
+    # MiniLake at a workspace's speed, ZERO unless a test sets it; None against a real workspace
+    latency: LatencyModel | None = None
 
     def client(self) -> WorkspaceClient:
         return WorkspaceClient(host=self.host, token=self.token)
@@ -48,14 +51,17 @@ def databricks_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
             w.id for w in client.warehouses.list() if w.id
         )
         catalog = os.environ.get("DATABRICKS_CATALOG", "kmflow")
-        yield DatabricksWorkspace(host, token, warehouse_id, catalog, bridge=None)
+        yield DatabricksWorkspace(host, token, warehouse_id, catalog, bridge=None, latency=None)
         return
-    with RunningMiniLake(tmp_path_factory.mktemp("minilake")) as (url, bridge):
+    minilake = RunningMiniLake(tmp_path_factory.mktemp("minilake"))
+    with minilake as (url, bridge):
         client = WorkspaceClient(host=url, token=MINILAKE_TOKEN)
         warehouse = client.warehouses.create(name="kmflow-tests", cluster_size="2X-Small").result()
         assert warehouse.id is not None
         client.catalogs.create(name="kmflow")
-        yield DatabricksWorkspace(url, MINILAKE_TOKEN, warehouse.id, "kmflow", bridge)
+        yield DatabricksWorkspace(
+            url, MINILAKE_TOKEN, warehouse.id, "kmflow", bridge, latency=minilake.latency
+        )
 
 
 @pytest.fixture
@@ -83,7 +89,8 @@ def databricks_env(databricks_workspace: DatabricksWorkspace) -> Iterator[dict[s
 
 
 class RunningMiniLake:
-    """MiniLake in this process (behind the bridge), served by uvicorn on a free port."""
+    """MiniLake in this process, behind the bridge and the latency model (ZERO: a pass-through
+    that counts), served by uvicorn on a free port."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
@@ -98,9 +105,10 @@ class RunningMiniLake:
         from minilake.app import create_app
 
         self.bridge = MiniLakeBridge(create_app())
+        self.latency = LatencyModel(self.bridge, ZERO)
         port = free_port()
         config = uvicorn.Config(
-            self.bridge, host="127.0.0.1", port=port, log_level="warning", access_log=False
+            self.latency, host="127.0.0.1", port=port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
