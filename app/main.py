@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         storage = await run_in_threadpool(create_backend, settings)
+        if storage.request_threads is not None:
+            threads = anyio.to_thread.current_default_thread_limiter()
+            threads.total_tokens = max(threads.total_tokens, storage.request_threads)
         logger.info(
             "kmflow %s started: STORAGE_BACKEND=%s store=%s auth=%s workers=%d",
             __version__,

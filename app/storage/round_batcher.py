@@ -7,10 +7,12 @@ queued here and one thread takes everything queued (up to `max_jobs`) into the n
 while a round runs, the next one fills up, and under load each round carries the load.
 
 Rounds can still fall into step with their clients: the uploads answered by one round come
-back together a moment after the next round has started, and would then always miss it. So
-before a round starts the thread may linger, like PostgreSQL's `commit_delay` with
-`commit_siblings`: only while the queue is shorter than the last round or callers have said a
-job is on its way (`expecting`), and never longer than a quarter of the last round's duration
+back together a moment after the next round has started, miss it, and from then on the clients
+split into groups that take turns, each upload waiting for two rounds. So before a round starts
+the thread may linger, like PostgreSQL's `commit_delay` with `commit_siblings`: only while
+fewer jobs are queued than were in flight around the last round (its own jobs and those that
+arrived while it ran), or callers have said a job is on its way (`expecting`); only right
+after a round (not after idling); and never longer than a quarter of the last round's duration
 (at most `MAX_LINGER_SECONDS`). Under no load nothing waits; at a warehouse's speed a round
 waits at most a fraction of what a missed round would cost; at an emulator's speed the wait
 shrinks with the round.
@@ -65,8 +67,9 @@ class RoundBatcher(Generic[Job]):
         self._expected = 0  # callers inside `expecting()` that have not submitted yet
         self._running = False
         self._closing = False
-        self._last_round_jobs = 0
+        self._load = 0  # jobs in flight around the last round: its own and those that came
         self._last_round_seconds = 0.0
+        self._last_round_ended = 0.0
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run_forever, name=name, daemon=True)
         self._thread.start()
@@ -139,8 +142,9 @@ class RoundBatcher(Generic[Job]):
             finally:
                 with self._changed:
                     self._running = False
-                    self._last_round_jobs = len(batch)
-                    self._last_round_seconds = time.monotonic() - started
+                    self._load = len(batch) + len(self._queue)
+                    self._last_round_ended = time.monotonic()
+                    self._last_round_seconds = self._last_round_ended - started
                     self._changed.notify_all()
                 for ticket in batch:
                     ticket.done.set()
@@ -153,6 +157,8 @@ class RoundBatcher(Generic[Job]):
                     return []
                 self._changed.wait()
             linger = min(MAX_LINGER_SECONDS, LINGER_FRACTION * self._last_round_seconds)
+            if time.monotonic() - self._last_round_ended > self._last_round_seconds:
+                linger = 0.0  # idle for a while: the last round says nothing about now
             deadline = time.monotonic() + linger
             while self._worth_waiting() and (remaining := deadline - time.monotonic()) > 0:
                 self._changed.wait(remaining)
@@ -165,4 +171,4 @@ class RoundBatcher(Generic[Job]):
         queued = len(self._queue)
         if self._closing or queued >= self._max_jobs:
             return False
-        return self._expected > 0 or queued < self._last_round_jobs
+        return self._expected > 0 or queued < self._load

@@ -10,7 +10,11 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from app.storage.base import EvidenceRecord, utc_timestamp
@@ -27,10 +31,15 @@ from app.storage.databricks_sql import (
 )
 from app.storage.errors import InvalidInput
 from app.storage.registry import create_backend
-from tests.conftest import settings_from_env
+from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
+from tests.datalake.latency_model import DEFAULT, ZERO, LatencyModel
 from tests.datalake.minilake_bridge import FAILED, MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
+from tests.live_server import LiveServer
+from tests.multipart import multipart_body
+
+UPLOAD = "/api/v1/evidence/upload"
 
 
 def record(n: int, **changes: object) -> EvidenceRecord:
@@ -181,3 +190,85 @@ def test_a_round_whose_merge_fails_leaves_its_rows_queued_and_they_land_once(
     assert sent["MERGE"] >= 2  # the failed one, then the delivery that took its rows
     stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-ROUNDS")]
     assert sorted(stored) == sorted([warm_up.id] + [r.id for r in written])  # each once
+
+
+# -- under the latency model: a workspace's speed ---------------------------------------------
+
+
+@pytest.fixture
+def workspace_speed(databricks_workspace: DatabricksWorkspace) -> Iterator[LatencyModel]:
+    """MiniLake at the default model's speed (commit 1 s per table, statement 0.3 s, PUT 0.08
+    s) for one test; ZERO again afterwards (MiniLake is shared by the session)."""
+    model = databricks_workspace.latency
+    if model is None:
+        pytest.skip("the latency model wraps MiniLake; not run against a real workspace")
+    model.latency = DEFAULT
+    yield model
+    model.latency = ZERO
+    model.reset_counts()
+
+
+@pytest.fixture
+def server(databricks_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    env = {
+        **databricks_env,
+        "STATE_PATH": str(tmp_path / "state"),
+        "API_KEYS": API_KEY,
+        "DATABRICKS_STATEMENT_TIMEOUT_SECONDS": "30",  # as deployed: waits, does not poll
+    }
+    server = LiveServer(env, cwd=tmp_path)
+    yield server
+    server.stop()
+
+
+def upload_many(
+    server: LiveServer, engagement: str, connections: int, each: int, check: bool = False
+) -> list[dict[str, Any]]:
+    """`connections` clients uploading `each` files one after another, all at once; with
+    `check`, every client reads its record by id and in the first listing page right after
+    its 201 (read-your-writes)."""
+
+    def client(n: int) -> list[dict[str, Any]]:
+        records = []
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http:
+            for k in range(each):
+                body, content_type = multipart_body(
+                    {"engagement_id": engagement}, f"{n}-{k}.txt", b"%d-%d" % (n, k)
+                )
+                answer = http.post(UPLOAD, content=body, headers={"Content-Type": content_type})
+                assert answer.status_code == 201, answer.text
+                record = answer.json()
+                if check:
+                    by_id = http.get(f"/api/v1/evidence/{engagement}/{record['id']}")
+                    assert by_id.status_code == 200 and by_id.json() == stored_record(record)
+                    page = http.get(f"/api/v1/evidence/{engagement}", params={"limit": 1000})
+                    assert record["id"] in [item["id"] for item in page.json()["items"]]
+                records.append(record)
+        return records
+
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        return [r for records in pool.map(client, range(connections)) for r in records]
+
+
+def test_concurrent_uploads_share_statements_and_each_row_lands_once(
+    server: LiveServer,
+    workspace_speed: LatencyModel,
+    databricks_workspace: DatabricksWorkspace,
+    databricks_env: dict[str, str],
+) -> None:
+    workspace_speed.reset_counts()  # the server's startup (CREATE TABLE) is not counted
+
+    records = upload_many(server, "ENG-C16", connections=16, each=6)
+
+    statements = sum(workspace_speed.statements.values())
+    assert statements / len(records) <= 0.2, workspace_speed.statements
+    assert workspace_speed.statements["MERGE"] < len(records) / 8
+    stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-C16")]
+    assert sorted(stored) == sorted(record["id"] for record in records)  # each exactly once
+
+
+def test_each_upload_reads_back_by_id_and_in_the_first_page_right_after_its_201(
+    server: LiveServer, workspace_speed: LatencyModel
+) -> None:
+    records = upload_many(server, "ENG-RYW", connections=16, each=2, check=True)
+    assert len({record["id"] for record in records}) == 32

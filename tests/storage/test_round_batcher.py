@@ -88,6 +88,27 @@ def test_a_round_waits_for_a_job_announced_as_on_its_way() -> None:
     assert recorder.rounds == [[0], [1, 2]]
 
 
+def test_clients_answered_by_one_round_are_waited_for_instead_of_taking_turns() -> None:
+    """Jobs 1-3 arrive while round [0] runs; 0's client comes straight back with job 4. The
+    next round waits for it (4 were in flight around the last round) rather than leaving 4
+    for a round of its own, after which the two groups would keep taking turns."""
+    recorder = Recorder(hold_first=True)
+    batcher: RoundBatcher[int] = RoundBatcher(recorder, max_jobs=10, name="test-in-step")
+    try:
+        first = batcher.submit(0)
+        assert recorder.entered.wait(5)
+        others = batcher.submit_all([1, 2, 3])
+        threading.Timer(1.0, recorder.release.set).start()  # a long round: lingering may pay
+        assert first.wait(5)
+        back = batcher.submit(4)
+        assert all(ticket.wait(5) for ticket in [*others, back])
+    finally:
+        recorder.release.set()
+        batcher.close()
+
+    assert recorder.rounds == [[0], [1, 2, 3, 4]]
+
+
 def test_an_announced_job_that_never_comes_does_not_hold_the_round() -> None:
     recorder = Recorder()
     batcher: RoundBatcher[int] = RoundBatcher(recorder, max_jobs=10, name="test-withdrawn")
