@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-SCENARIOS = ("large_upload", "small_uploads", "listing", "download", "databricks")
+from tests.datalake.latency_model import Latency
+
+SCENARIOS = (
+    "large_upload",
+    "small_uploads",
+    "listing",
+    "download",
+    "databricks",
+    "databricks_latency",
+)
 MIB = 1024 * 1024
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -29,6 +38,8 @@ class Sizes:
     listing_cap_seconds: int  # ...and for at most this long (MiniLake at 100k is slow)
     databricks_uploads: int  # uploads through kmflow's databricks backend per round
     migration_files: int
+    latency_uploads_per_connection: int  # scenario 6: uploads per round = this x concurrency
+    latency_loop_files: int  # scenario 6: files the sequential loop copies per round
     wrk_cap_seconds: int  # time bound of any one wrk run
     scenario_budget_seconds: float  # no new round starts after this
 
@@ -44,6 +55,8 @@ FULL = Sizes(
     listing_cap_seconds=20,
     databricks_uploads=300,
     migration_files=2000,
+    latency_uploads_per_connection=10,
+    latency_loop_files=30,
     wrk_cap_seconds=90,
     scenario_budget_seconds=420,
 )
@@ -58,6 +71,8 @@ QUICK = Sizes(
     listing_cap_seconds=10,
     databricks_uploads=20,
     migration_files=40,
+    latency_uploads_per_connection=2,
+    latency_loop_files=5,
     wrk_cap_seconds=30,
     scenario_budget_seconds=60,
 )
@@ -72,11 +87,13 @@ class Options:
     workdir: Path | None
     keep_workdir: bool
     results: Path | None  # where the report goes; None: printed only
+    latency: dict[str, float]  # scenario 6: changes to the default latency model
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     args = build_parser().parse_args(argv)
-    scenarios = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    # `databricks-latency` and `databricks_latency` name the same scenario.
+    scenarios = tuple(n.strip().replace("-", "_") for n in args.only.split(",") if n.strip())
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown or not scenarios:
         raise SystemExit(f"--only: unknown scenario(s) {unknown}; choose from {SCENARIOS}")
@@ -100,7 +117,23 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
         results=results,
+        latency=parse_latency(args.latency),
     )
+
+
+def parse_latency(text: str) -> dict[str, float]:
+    """`commit_seconds=2,files_put_seconds=0.3` as field changes of the latency model."""
+    names = {item.name for item in fields(Latency)}
+    changes: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name.strip() not in names:
+            raise SystemExit(f"--latency: unknown field {name!r}; choose from {sorted(names)}")
+        try:
+            changes[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--latency: {item!r} is not name=number") from None
+    return changes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,4 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="do not remove the scratch")
     parser.add_argument("--results", type=Path, help="report file (default benchmarks/RESULTS.md)")
+    parser.add_argument(
+        "--latency", default="", help="databricks_latency: change the workspace latency model, "
+        "e.g. commit_seconds=2,files_put_seconds=0.3 (fields of tests.datalake.latency_model."
+        "Latency)",
+    )  # fmt: skip
     return parser

@@ -24,18 +24,21 @@ class Check(Enum):
     RATIO_AT_LEAST = ">="
     RATIO_AT_MOST = "<="
     VALUE_BELOW = "<"
+    VALUE_AT_MOST = "<= value"
 
 
 @dataclass(frozen=True)
 class Target:
     check: Check
     limit: float
-    unit: str = ""  # for VALUE_BELOW: the unit of the limit, as shown
+    unit: str = ""  # for VALUE_BELOW / VALUE_AT_MOST: the unit of the limit, as shown
 
     def met(self, value: float | None, value_ratio: float | None) -> bool | None:
         """None when the figure the target needs was not measured."""
         if self.check is Check.VALUE_BELOW:
             return None if value is None else value < self.limit
+        if self.check is Check.VALUE_AT_MOST:
+            return None if value is None else value <= self.limit
         if value_ratio is None:
             return None
         if self.check is Check.RATIO_AT_LEAST:
@@ -45,6 +48,8 @@ class Target:
     def describe(self) -> str:
         if self.check is Check.VALUE_BELOW:
             return f"< {self.limit:g} {self.unit}".rstrip()
+        if self.check is Check.VALUE_AT_MOST:
+            return f"<= {self.limit:g} {self.unit}".rstrip()
         return f"{self.check.value} {self.limit:g}x"
 
 

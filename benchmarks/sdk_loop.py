@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +29,15 @@ def store_files(store: Path) -> Iterator[tuple[str, Path]]:
             yield engagement.name, file
 
 
-def sequential_upload(minilake: MiniLake, schema: str, store: Path) -> int:
-    """Copy every file of `store` into `schema`'s volume and table; returns the file count."""
+def sequential_upload(
+    minilake: MiniLake, schema: str, store: Path, limit: int | None = None
+) -> int:
+    """Copy the files of `store` (the first `limit`, or all) into `schema`'s volume and
+    table; returns the file count."""
     table = minilake.create_metadata_table(schema)
     statement = INSERT.format(table=table)
     copied = 0
-    for engagement, file in store_files(store):
+    for engagement, file in itertools.islice(store_files(store), limit):
         data = file.read_bytes()
         evidence_id, _, name = file.name.partition("_")
         path = f"/Volumes/{CATALOG}/{schema}/{VOLUME}/evidence_store/{engagement}/{file.name}"

@@ -1,11 +1,18 @@
-"""The issue's five scenarios, one module each; `REGISTRY` maps the `--only` names to them."""
+"""The benchmark's scenarios, one module each; `REGISTRY` maps the `--only` names to them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from benchmarks.context import Context, Outcome
-from benchmarks.scenarios import databricks, download, large_upload, listing, small_uploads
+from benchmarks.scenarios import (
+    databricks,
+    databricks_latency,
+    download,
+    large_upload,
+    listing,
+    small_uploads,
+)
 
 Scenario = Callable[[Context], Outcome]
 
@@ -15,4 +22,5 @@ REGISTRY: dict[str, Scenario] = {
     "listing": listing.run,
     "download": download.run,
     "databricks": databricks.run,
+    "databricks_latency": databricks_latency.run,
 }

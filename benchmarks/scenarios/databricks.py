@@ -63,7 +63,7 @@ def run(context: Context) -> Outcome:
     work = context.workdir
     source = work.fresh("migration-source")
     context.log(f"databricks: storing {sizes.migration_files} files in a local kmflow store")
-    _seed_store(source, sizes.migration_files, sizes.small_bytes)
+    seed_store(source, sizes.migration_files, sizes.small_bytes)
     payload = work.fresh("databricks-payload")
     form, form_type = multipart_form(
         {"engagement_id": "databricks-bench"}, "evidence.bin", unique_content(sizes.small_bytes)
@@ -88,7 +88,7 @@ def run(context: Context) -> Outcome:
         def migrate(round_number: int) -> Sample:
             schema = f"migration_r{round_number}"
             minilake.new_schema(schema)
-            return _counted(minilake, sizes.migration_files, lambda: _migrate(
+            return _counted(minilake, sizes.migration_files, lambda: migrate_store(
                 minilake, schema, source, work.fresh(f"migration-r{round_number}"),
                 sizes.migration_files,
             ))  # fmt: skip
@@ -123,7 +123,8 @@ def run(context: Context) -> Outcome:
     return _outcome(samples, sizes.migration_files, sizes.small_bytes)
 
 
-def _seed_store(directory: Path, count: int, size: int) -> None:
+def seed_store(directory: Path, count: int, size: int) -> None:
+    """A local kmflow store (`evidence_store/` and its index in `state/`) of random files."""
     backend = LocalBackend(directory / "evidence_store", directory / "state")
     backend.startup()
     try:
@@ -144,7 +145,9 @@ def _counted(minilake: MiniLake, items: int, work: Callable[[], None]) -> Sample
     return Sample(items / seconds, sum(kinds.values()) / items, kinds)
 
 
-def _migrate(minilake: MiniLake, schema: str, source: Path, state: Path, expected: int) -> None:
+def migrate_store(
+    minilake: MiniLake, schema: str, source: Path, state: Path, expected: int
+) -> None:
     """The runbook's script, as an operator runs it, into a schema of its own."""
     command = [sys.executable, str(REPO / "scripts" / "migrate_to_databricks.py")]
     command += [

@@ -57,3 +57,16 @@ def test_disk_needed_counts_every_kept_copy() -> None:
     expected = FULL.large_bytes * (1 + 5 * 2) + 2 * 4096 * MIB + 2 * FULL.large_bytes
     assert disk_needed(options) == expected
     assert disk_needed(parse_options(["--only", "listing"])) == 0
+
+
+def test_scenario_names_may_be_written_with_hyphens() -> None:
+    assert parse_options(["--only", "databricks-latency"]).scenarios == ("databricks_latency",)
+
+
+def test_the_latency_model_can_be_scaled_field_by_field() -> None:
+    options = parse_options(["--latency", "commit_seconds=2, files_put_seconds=0.3"])
+    assert options.latency == {"commit_seconds": 2.0, "files_put_seconds": 0.3}
+    assert parse_options([]).latency == {}
+    for bad in ("commit=2", "commit_seconds=fast"):
+        with pytest.raises(SystemExit):
+            parse_options(["--latency", bad])

@@ -29,6 +29,13 @@ def test_value_target_ignores_the_baseline() -> None:
     assert not Row("s", "m", 100.0, targets=(UNDER_100_MIB,)).met
 
 
+def test_an_at_most_value_target_includes_its_limit() -> None:
+    at_most = Target(Check.VALUE_AT_MOST, 0.2, "statements")
+    assert Row("s", "m", 0.2, targets=(at_most,)).met
+    assert not Row("s", "m", 0.21, targets=(at_most,)).met
+    assert at_most.describe() == "<= 0.2 statements"
+
+
 def test_every_target_of_a_row_must_hold() -> None:
     both = (Target(Check.VALUE_BELOW, 20, "ms"), AT_MOST_2X)
     assert Row("s", "m", 5.0, baseline=4.0, targets=both).met
