@@ -130,6 +130,14 @@ class Probe:
         )
 
 
+def earlier_copies(record: EvidenceRecord, candidates: Iterable[tuple[str, str]]) -> list[str]:
+    """`duplicate_of`: the ids among (stored_at, id) `candidates` (records with the same bytes
+    in the same engagement) stored before `record`, newest first, at most MAX_EARLIER_COPIES."""
+    key = (record.stored_at, record.id)
+    earlier = sorted({other for other in candidates if other < key}, reverse=True)
+    return [other_id for _, other_id in earlier[:MAX_EARLIER_COPIES]]
+
+
 def utc_timestamp(moment: datetime | None = None) -> str:
     """Fixed-width ISO-8601 UTC (default: now), so text order is time order in every store."""
     return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -330,9 +338,7 @@ class StorageBackend(ABC):
             )
         except StorageUnavailable:
             return None  # the record is stored; only this courtesy lookup failed
-        key = (record.stored_at, record.id)
-        earlier = [other.id for other in page.items if (other.stored_at, other.id) < key]
-        return earlier[:MAX_EARLIER_COPIES]
+        return earlier_copies(record, [(other.stored_at, other.id) for other in page.items])
 
     def restore(self, record: EvidenceRecord, stream: Readable) -> EvidenceRecord:
         """Store a record copied from another backend as it was: same id, time, name and

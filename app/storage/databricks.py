@@ -3,7 +3,7 @@
 Files: `/Volumes/{catalog}/{schema}/{volume}/evidence_store/{engagement_id}/{id}_{slug}`,
 uploaded from the staged local file (seekable, so the SDK streams it; parts and parallelism
 are capped so memory stays bounded), never overwriting. Rows: idempotent MERGEs through the SQL
-Statement Execution API, shared by every upload in flight at the same time (`round_batcher`):
+Statement Execution API, shared by every upload in flight at the same time (`databricks_rows`):
 a warehouse statement costs hundreds of milliseconds and a commit a second or more, so one
 round carries the rows of all concurrent uploads in one MERGE and their duplicate lookups in
 one SELECT, run side by side. If the warehouse cannot take the rows, the uploads still succeed
@@ -18,13 +18,13 @@ import logging
 import posixpath
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import requests
 from databricks.sdk import WorkspaceClient
@@ -35,7 +35,6 @@ from databricks.sdk.errors.base import DatabricksError
 from app.config import Settings
 from app.observability import metrics
 from app.storage.base import (
-    MAX_EARLIER_COPIES,
     BackendHealth,
     EvidenceRecord,
     Probe,
@@ -43,15 +42,12 @@ from app.storage.base import (
     StorageBackend,
     utc_timestamp,
 )
+from app.storage.databricks_rows import MetadataRows
 from app.storage.databricks_sql import (
     COLUMNS,
-    MAX_LOOKUP_GROUPS,
-    MAX_MERGE_ROWS,
+    SqlValue,
     StatementRunner,
-    copies_statement,
     create_table_statement,
-    merge_chunks,
-    merge_rows_statement,
     packed_row,
     quote_name,
     record_from_row,
@@ -65,7 +61,6 @@ from app.storage.errors import (
 from app.storage.names import stored_file_name
 from app.storage.outbox import MetadataOutbox
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.round_batcher import RoundBatcher, Ticket
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)
@@ -75,23 +70,15 @@ VOLUME_DIRECTORY = "evidence_store"
 # memory; the SDK's defaults would allow 10 parts of up to 500 MiB in flight.
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
 UPLOAD_PARALLELISM = 2
+# Files larger than a part may go up in parts; at most this many at once, so however many
+# request threads wait on uploads, parts in memory stay under 4 x 2 x 16 MiB.
+LARGE_UPLOADS_AT_ONCE = 4
 HEALTH_TIMEOUT_SECONDS = 5
 # An upload waits at most this long for its round (its row in the table, its earlier copies);
 # after that its row is left to the round or the background thread, so a slow or stopped
 # warehouse never holds request threads for long.
 INLINE_METADATA_SECONDS = 5.0
 _TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
-
-
-@dataclass(eq=False)
-class MetadataJob:
-    """One caller's part of a round: MERGE a row, look up earlier copies of a record, or both.
-    The round writes the outcome here."""
-
-    row: EvidenceRecord | None = None
-    copies_of: EvidenceRecord | None = None
-    delivered: bool = False
-    copies: list[str] | None = None  # ids, newest first; None: could not be looked up
 
 
 @dataclass(frozen=True)
@@ -126,22 +113,24 @@ class DatabricksBackend(StorageBackend):
         )
         self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
         self._retry_seconds = settings.databricks_outbox_retry_seconds
-        self._inline_seconds = min(INLINE_METADATA_SECONDS, self.sql.timeout)
-        # Longer than any delivery attempt can take, so a lease never ends under a live one.
-        self._claim_seconds = 2 * self.sql.timeout + 30
         self._table_ready = False
-        self._delivering = threading.Lock()
+        self.rows = MetadataRows(
+            sql=self.sql,
+            table=self.table,
+            outbox=self.outbox,
+            owner=self._staging.owner,
+            read=self._read,
+            ensure_table=self._ensure_table,
+            # Longer than a MERGE can take (statement timeout, then the SDK's own retries), so
+            # a lease renewed when a round starts never ends under a live MERGE.
+            claim_seconds=2 * self.sql.timeout + settings.databricks_retry_timeout_seconds + 30,
+            wait_seconds=min(INLINE_METADATA_SECONDS, self.sql.timeout),
+        )
+        self._large_uploads = threading.BoundedSemaphore(LARGE_UPLOADS_AT_ONCE)
         # Unacknowledged uploads whose Volume file could not be removed yet, by id.
         self._withdrawals: dict[str, EvidenceRecord] = {}
         self._withdrawals_lock = threading.Lock()
-        self._warehouse_answering = True
         self._bulk = False
-        # Every evidence_metadata statement of this process goes through these rounds: one MERGE
-        # at a time (commits to one table take turns anyway), lookups beside it.
-        self._rounds: RoundBatcher[MetadataJob] = RoundBatcher(
-            self._run_round, max_jobs=MAX_MERGE_ROWS, name="kmflow-metadata"
-        )
-        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmflow-lookup")
         # The earlier copies found by the round of the upload this thread committed last, for
         # `_earlier_copies` right after (the contract asks for them in a second call).
         self._found = threading.local()
@@ -167,7 +156,7 @@ class DatabricksBackend(StorageBackend):
         try:
             self._ensure_table()
         except StorageUnavailable as error:
-            self._warehouse_answering = False  # uploads queue their rows at once
+            self.rows.answering = False  # uploads queue their rows at once
             logger.warning("evidence_metadata not checked yet (will retry): %s", error)
         try:
             self.client.volumes.read(self.volume_name)
@@ -178,10 +167,9 @@ class DatabricksBackend(StorageBackend):
     def close(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self.rows.close()  # after its round in progress; frees a delivery thread waiting on it
         if self._deliverer.is_alive():
             self._deliverer.join(timeout=30)
-        self._rounds.close()
-        self._lookups.shutdown()
         self.outbox.close()
         super().close()
 
@@ -214,30 +202,23 @@ class DatabricksBackend(StorageBackend):
         )
         packed_row(record)  # a row the table cannot take is refused before anything is stored
         self._found.copies = None
-        with self._rounds.expecting() as submit:
+        with self.rows.expecting(staged.size) as submit:
             try:
                 self.outbox.begin_upload(record, self._staging.owner)
             except sqlite3.IntegrityError:
                 raise EvidenceExists(f"record {record.id} is being stored already") from None
             try:
-                self._upload(staged.path, record.volume_path)
+                self._upload(staged.path, record.volume_path, staged.size)
             except EvidenceExists:  # the file there is not ours: leave it
                 self.outbox.remove([record.id])
                 raise
             except BaseException:
                 self._withdraw_upload(record)
                 raise
-            if not self._warehouse_answering:
-                self.outbox.mark_queued(record)
-                self._wake.set()
-                return record
-            self.outbox.mark_queued(record, self._claim_seconds, self._staging.owner)
-            if self._bulk:  # the next rounds take it; `bulk()` waits for them at the end
-                submit(MetadataJob(row=record))
-                return record
-            ticket = submit(MetadataJob(row=record, copies_of=record))
-        in_time = ticket.wait(self._inline_seconds)
-        self._found.copies = (record.id, ticket.job.copies if in_time else None)
+            # The bytes are safe: from here on the row must reach the table.
+            ticket = self.rows.queue(record, submit, find_copies=not self._bulk)
+        if ticket is not None and not self._bulk:  # a migration's rows are not waited for
+            self._found.copies = (record.id, self.rows.settle(ticket))
         return record
 
     def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
@@ -248,21 +229,20 @@ class DatabricksBackend(StorageBackend):
         if found is not None and found[0] == record.id:
             copies: list[str] | None = found[1]
             return copies
-        if not self._warehouse_answering:
-            return None
-        ticket = self._rounds.submit(MetadataJob(copies_of=record))
-        return ticket.job.copies if ticket.wait(self._inline_seconds) else None
+        return self.rows.copies_of(record)
 
-    def _upload(self, local_path: Path, volume_path: str) -> None:
+    def _upload(self, local_path: Path, volume_path: str, size: int) -> None:
+        large = self._large_uploads if size > UPLOAD_PART_BYTES else nullcontext()
         try:
-            self.client.files.upload_from(
-                volume_path,
-                str(local_path),
-                overwrite=False,
-                part_size=UPLOAD_PART_BYTES,
-                use_parallel=True,
-                parallelism=UPLOAD_PARALLELISM,
-            )
+            with large:
+                self.client.files.upload_from(
+                    volume_path,
+                    str(local_path),
+                    overwrite=False,
+                    part_size=UPLOAD_PART_BYTES,
+                    use_parallel=True,
+                    parallelism=UPLOAD_PARALLELISM,
+                )
         except ResourceConflict as error:  # ALREADY_EXISTS: overwrite=False held
             raise EvidenceExists(
                 f"{volume_path} is already in the Volume; nothing was replaced"
@@ -307,81 +287,6 @@ class DatabricksBackend(StorageBackend):
             self.sql.run(create_table_statement(self.table))
             self._table_ready = True
 
-    def _run_round(self, jobs: Sequence[MetadataJob]) -> None:
-        """MERGE the round's rows and, beside it, look up earlier copies for its uploads."""
-        metrics.METADATA_ROUND_JOBS.observe(len(jobs))
-        wanted = [(job, job.copies_of) for job in jobs if job.copies_of is not None]
-        # Queued rows are read before the MERGE can take them out of the outbox: a copy is then
-        # either here or in the table the lookup reads.
-        queued = [self.outbox.queued_copies(r.engagement_id, r.content_hash) for _, r in wanted]
-        found = None
-        if wanted:
-            found = self._lookups.submit(self._table_copies, [record for _, record in wanted])
-        rows = [job.row for job in jobs if job.row is not None]
-        delivered = self._deliver(rows) if rows else set()
-        for job in jobs:
-            job.delivered = job.row is not None and job.row.id in delivered
-        if found is None:
-            return
-        try:
-            in_table = found.result()
-        except StorageError as error:  # the rows are stored; only this courtesy lookup failed
-            logger.info("earlier copies not looked up: %s", error)
-            return
-        for (job, record), candidates in zip(wanted, queued, strict=True):
-            candidates += in_table.get((record.engagement_id, record.content_hash), [])
-            earlier = {key for key in candidates if key < (record.stored_at, record.id)}
-            job.copies = [key[1] for key in sorted(earlier, reverse=True)][:MAX_EARLIER_COPIES]
-
-    def _table_copies(
-        self, records: Sequence[EvidenceRecord]
-    ) -> dict[tuple[str, str], list[tuple[str, str]]]:
-        """(stored_at, id) of the newest rows with the bytes of `records`, by (engagement,
-        hash): one SELECT for up to MAX_LOOKUP_GROUPS different ones."""
-        newest: dict[tuple[str, str], str] = {}
-        for record in records:
-            group = (record.engagement_id, record.content_hash)
-            newest[group] = max(newest.get(group, ""), record.stored_at)
-        # Enough rows per group for the newest earlier copies of each of its uploads.
-        per_group = MAX_EARLIER_COPIES + len(records)
-        groups = [(*group, stored_at) for group, stored_at in newest.items()]
-        found: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for start in range(0, len(groups), MAX_LOOKUP_GROUPS):
-            sql, params = copies_statement(
-                self.table, groups[start : start + MAX_LOOKUP_GROUPS], per_group
-            )
-            metrics.METADATA_STATEMENTS.labels("SELECT").inc()
-            for row_id, engagement_id, content_hash, stored_at in self._read(sql, params):
-                key = (str(engagement_id), str(content_hash))
-                found.setdefault(key, []).append((str(stored_at), str(row_id)))
-        return found
-
-    def _deliver(self, records: Sequence[EvidenceRecord]) -> set[str]:
-        """MERGE rows this process has claimed, as few statements as the limits allow; the ids
-        delivered. On failure the rest stay queued for a later try."""
-        delivered: set[str] = set()
-        for chunk in merge_chunks(records):
-            ids = [record.id for record in chunk]
-            try:
-                self._ensure_table()
-                metrics.METADATA_STATEMENTS.labels("MERGE").inc()
-                self.sql.run(*merge_rows_statement(self.table, chunk))
-            except StorageError as error:  # never fail an upload whose file is already safe
-                if self._warehouse_answering:
-                    logger.warning("metadata rows queued, warehouse not answering: %s", error)
-                self._warehouse_answering = False
-                self.outbox.record_failure(
-                    [r.id for r in records if r.id not in delivered], str(error)
-                )
-                self._wake.set()
-                return delivered
-            self.outbox.remove(ids)
-            delivered.update(ids)
-        if not self._warehouse_answering:
-            logger.info("warehouse answering again; delivering queued metadata rows")
-        self._warehouse_answering = True
-        return delivered
-
     @contextmanager
     def bulk(self) -> Iterator[None]:
         """Many writes in a row (migration, backfill): their rows are not waited for one by
@@ -395,8 +300,8 @@ class DatabricksBackend(StorageBackend):
             yield
         finally:
             self._bulk = False
-        self._rounds.wait_idle()
-        if pending := self.deliver_outbox():
+        self.rows.wait_idle()
+        if pending := self.rows.deliver_outbox():
             raise StorageUnavailable(
                 f"{pending} evidence_metadata row(s) still queued: the warehouse did not take "
                 "them; kmflow delivers them when it answers (or rerun this command)"
@@ -405,14 +310,9 @@ class DatabricksBackend(StorageBackend):
     def index_existing(self, record: EvidenceRecord) -> None:
         """Deliver the row of a file already in the Volume (see databricks_backfill)."""
         packed_row(record)
-        if not self._warehouse_answering:
-            self.outbox.queue(record)
-            self._wake.set()
-            return
-        self.outbox.queue(record, self._claim_seconds, self._staging.owner)
-        ticket = self._rounds.submit(MetadataJob(row=record))
-        if not self._bulk:
-            ticket.wait(self._inline_seconds)
+        ticket = self.rows.index(record)
+        if ticket is not None and not self._bulk:
+            self.rows.settle(ticket)
 
     def _engagements(self) -> set[str]:
         rows = self._read(f"SELECT DISTINCT engagement_id FROM {self.table}")  # noqa: S608
@@ -447,19 +347,6 @@ class DatabricksBackend(StorageBackend):
                     modified_at=utc_timestamp(modified),
                 )
 
-    def deliver_outbox(self) -> int:
-        """Deliver every queued row now; returns how many are still waiting."""
-        with self._delivering:
-            while batch := self.outbox.claim(
-                MAX_MERGE_ROWS, self._claim_seconds, self._staging.owner
-            ):
-                tickets = self._rounds.submit_all([MetadataJob(row=row) for row in batch])
-                if not _all_delivered(tickets, self._claim_seconds):
-                    break
-        pending = self.outbox.stats()[0]
-        metrics.PENDING_METADATA_ROWS.set(pending)
-        return pending
-
     def _deliver_forever(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(self._retry_seconds)
@@ -468,7 +355,7 @@ class DatabricksBackend(StorageBackend):
                 return
             try:
                 self._retry_withdrawals()
-                self.deliver_outbox()
+                self.rows.deliver_outbox()
             except (StorageError, sqlite3.Error) as error:
                 logger.error("metadata outbox delivery failed, will retry: %s", error)
             except Exception:  # this thread must outlive any one failure: log, retry
@@ -486,9 +373,7 @@ class DatabricksBackend(StorageBackend):
         )
         return [record_from_row(row) for row in self._read(sql, params)]
 
-    def _read(
-        self, sql: str, params: dict[str, str | int | None] | None = None
-    ) -> list[list[object]]:
+    def _read(self, sql: str, params: Mapping[str, SqlValue] | None = None) -> list[list[Any]]:
         """A query of the table; a table that does not exist yet (a fresh deployment, a dry
         run before the first write) holds no rows rather than failing."""
         if not self._table_ready:
@@ -571,10 +456,11 @@ class DatabricksBackend(StorageBackend):
         def metadata_delivered() -> str:
             pending, last_error = self.outbox.stats()
             metrics.PENDING_METADATA_ROWS.set(pending)
-            if pending:
+            # Rows in a round right now are on their way, not waiting on anything.
+            if stalled := self.outbox.stalled():
                 why = f"; last error: {last_error.splitlines()[0][:200]}" if last_error else ""
-                raise StorageUnavailable(f"{pending} metadata row(s) waiting for the table{why}")
-            return "no metadata rows waiting"
+                raise StorageUnavailable(f"{stalled} metadata row(s) waiting for the table{why}")
+            return f"no metadata rows waiting ({pending} on their way)"
 
         return [
             Probe("volume reachable", volume_reachable),
@@ -646,10 +532,6 @@ class DatabricksBackend(StorageBackend):
                 "Databricks rejected kmflow's credentials: check DATABRICKS_TOKEN"
             )
         return StorageUnavailable(f"Databricks Files API unavailable: {error}")
-
-
-def _all_delivered(tickets: Sequence[Ticket[MetadataJob]], timeout: float) -> bool:
-    return all(ticket.wait(timeout) and ticket.job.delivered for ticket in tickets)
 
 
 def workspace_client(settings: Settings, timeout_seconds: int | None = None) -> WorkspaceClient:

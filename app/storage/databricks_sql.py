@@ -84,25 +84,26 @@ USING DELTA"""
 # Limits of the Statement Execution API, and where they are written down:
 # - Statement text: at most 16 MiB; INLINE results: at most 25 MiB; `wait_timeout`: 0 or 5-50 s
 #   (databricks-sdk `service/sql.py`, `StatementExecutionAPI`, "Limits and limitations").
-# - Parameters: a warehouse refuses more than 256 named parameters in one statement
-#   ("BAD_REQUEST: Parameterized query has too many parameters: 339 parameters were given but
-#   the limit is 256", airbytehq/airbyte#46931; databricks-sql-python#300, databricks-jdbc#1047),
-#   and the Databricks JDBC driver documents the same 256 ("Run queries with the Databricks
-#   JDBC driver"). The REST API documents no number; the warehouse behind it is the same.
-MAX_STATEMENT_PARAMETERS = 256
+# - Parameters: a warehouse refuses too many named parameters in one statement ("BAD_REQUEST:
+#   Parameterized query has too many parameters: 339 parameters were given but the limit is
+#   256", airbytehq/airbyte#46931; databricks-jdbc#1047), and 256 itself is reported to fail
+#   ("more than 255 cells", databricks-sql-python#300); the Databricks JDBC driver documents
+#   256 ("Run queries with the Databricks JDBC driver"). The REST API documents no number; the
+#   warehouse behind it is the same. kmflow sends at most 255.
+MAX_STATEMENT_PARAMETERS = 255
 # No limit on the size of parameter values is documented; a MERGE carries at most this much of
 # them (a row is ~0.5 KiB, or up to ~66 KiB with the largest metadata).
 MAX_MERGE_VALUE_BYTES = 4 * 1024 * 1024
 
-# A row travels as ONE parameter, its columns joined by the ASCII unit separator and split
-# again in SQL (`split_part`, Databricks SQL / DBR 11.3+, and DuckDB), so a MERGE takes 255
-# rows within the parameter limit instead of 32 (8 columns each). No column can hold the
+# A row travels as ONE parameter, its columns joined by the ASCII unit separator (chr(31)) and
+# split again in SQL (`split_part`: Databricks SQL / DBR 11.3+, and DuckDB), so a MERGE takes
+# 255 rows within the parameter limit instead of 31 (8 columns each). No column can hold the
 # separator: ids, hashes and timestamps are hex and digits, engagement ids are letters,
 # digits and `_.-`, file names refuse control characters, and JSON text escapes them.
-FIELD_SEPARATOR = "\x1f"
-MAX_MERGE_ROWS = MAX_STATEMENT_PARAMETERS - 1  # one more parameter: the separator
-# A duplicate lookup names (engagement_id, content_hash, newest stored_at): 3 parameters.
-MAX_LOOKUP_GROUPS = MAX_STATEMENT_PARAMETERS // 3
+FIELD_SEPARATOR = chr(31)  # `chr(31)` in the SQL too
+MAX_MERGE_ROWS = MAX_STATEMENT_PARAMETERS
+# A duplicate lookup names (engagement_id, content_hash, stored_at, id): 4 parameters.
+MAX_LOOKUPS = MAX_STATEMENT_PARAMETERS // 4
 
 
 def packed_row(record: EvidenceRecord) -> str:
@@ -120,11 +121,8 @@ def merge_chunks(records: Sequence[EvidenceRecord]) -> list[list[EvidenceRecord]
     size = 0
     for record in records:
         row_bytes = len(packed_row(record).encode())
-        if (
-            not chunks
-            or len(chunks[-1]) >= MAX_MERGE_ROWS
-            or size + row_bytes > (MAX_MERGE_VALUE_BYTES)
-        ):
+        full = len(chunks[-1]) >= MAX_MERGE_ROWS if chunks else True
+        if full or size + row_bytes > MAX_MERGE_VALUE_BYTES:
             chunks.append([])
             size = 0
         chunks[-1].append(record)
@@ -137,19 +135,23 @@ def merge_rows_statement(
 ) -> tuple[str, dict[str, SqlValue]]:
     """One MERGE that inserts the rows whose `id` is not in the table yet.
 
-    Idempotent by the primary key: a row delivered twice (a retry after a timeout, two
-    workers draining the same outbox) is inserted once. At most `MAX_MERGE_ROWS` rows.
+    Idempotent by the primary key across statements: a row delivered twice (a retry after a
+    timeout, two workers draining the same outbox) is inserted once. Within one statement an
+    insert-only MERGE inserts every unmatched source row, so an id may appear only once.
     """
     if not 0 < len(records) <= MAX_MERGE_ROWS:
         raise ValueError(f"a MERGE takes 1 to {MAX_MERGE_ROWS} rows, not {len(records)}")
-    params: dict[str, SqlValue] = {"sep": FIELD_SEPARATOR}
-    params |= {f"row_{n}": packed_row(record) for n, record in enumerate(records)}
+    if len({record.id for record in records}) != len(records):
+        raise ValueError("the same evidence id twice in one MERGE would insert it twice")
+    params: dict[str, SqlValue] = {
+        f"row_{n}": packed_row(record) for n, record in enumerate(records)
+    }
     packed = "\n        UNION ALL ".join(
         f"SELECT :row_{n}" + (" AS r" if n == 0 else "") for n in range(len(records))
     )
     fields = []
     for position, column in enumerate(COLUMNS, start=1):
-        value = f"split_part(r, :sep, {position})"
+        value = f"split_part(r, chr(31), {position})"
         if column == "size_bytes":
             value = f"CAST({value} AS BIGINT)"
         elif column == "metadata_json":
@@ -166,29 +168,28 @@ def merge_rows_statement(
 
 
 def copies_statement(
-    table: str, groups: Sequence[tuple[str, str, str]], per_group: int
+    table: str, records: Sequence[EvidenceRecord], per_record: int
 ) -> tuple[str, dict[str, SqlValue]]:
-    """Rows with the bytes of earlier uploads: for each (engagement_id, content_hash, newest
-    stored_at) group, the `per_group` newest rows stored no later, newest first.
-
-    One statement looks up the earlier copies of a whole round of uploads.
-    """
-    if not 0 < len(groups) <= MAX_LOOKUP_GROUPS:
-        raise ValueError(f"a lookup takes 1 to {MAX_LOOKUP_GROUPS} groups, not {len(groups)}")
+    """For each record, the `per_record` newest rows with its bytes in its engagement stored
+    before it, tagged with the record's position: one statement for a round's uploads."""
+    if not 0 < len(records) <= MAX_LOOKUPS:
+        raise ValueError(f"a lookup takes 1 to {MAX_LOOKUPS} records, not {len(records)}")
     params: dict[str, SqlValue] = {}
-    matches = []
-    for n, (engagement_id, content_hash, stored_at) in enumerate(groups):
-        matches.append(
-            f"(engagement_id = :e_{n} AND content_hash = :h_{n} AND stored_at <= :s_{n})"
+    selects = []
+    for n, record in enumerate(records):
+        selects.append(  # only a quoted name, marker names and ints are formatted in
+            f"(SELECT {n} AS k, id, stored_at FROM {table}"  # noqa: S608
+            f" WHERE engagement_id = :e_{n} AND content_hash = :h_{n}"
+            f" AND (stored_at < :s_{n} OR (stored_at = :s_{n} AND id < :i_{n}))"
+            f" ORDER BY stored_at DESC, id DESC LIMIT {int(per_record)})"
         )
-        params |= {f"e_{n}": engagement_id, f"h_{n}": content_hash, f"s_{n}": stored_at}
-    sql = (  # only a quoted name, marker names and an int are formatted in
-        f"SELECT id, engagement_id, content_hash, stored_at FROM {table}\n"  # noqa: S608
-        f"WHERE {' OR '.join(matches)}\n"
-        "QUALIFY ROW_NUMBER() OVER (PARTITION BY engagement_id, content_hash "
-        f"ORDER BY stored_at DESC, id DESC) <= {int(per_group)}"
-    )
-    return sql, params
+        params |= {
+            f"e_{n}": record.engagement_id,
+            f"h_{n}": record.content_hash,
+            f"s_{n}": record.stored_at,
+            f"i_{n}": record.id,
+        }
+    return "\nUNION ALL ".join(selects), params
 
 
 def record_from_row(row: Sequence[Any]) -> EvidenceRecord:

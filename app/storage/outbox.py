@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by     TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_engagement ON outbox (engagement_id, state);
+CREATE INDEX IF NOT EXISTS outbox_by_content
+    ON outbox (engagement_id, json_extract(record_json, '$.content_hash'));
 """
 
 
@@ -108,6 +110,26 @@ class MetadataOutbox:
             )
         return [EvidenceRecord.model_validate_json(row[1]) for row in rows]
 
+    def renew(
+        self, evidence_ids: Sequence[str], claim_seconds: float, owner: str
+    ) -> dict[str, bool]:
+        """Extend `owner`'s claims on queued rows. Every id still in the outbox, and whether
+        it is still `owner`'s to deliver (an id not there any more was delivered)."""
+        until = _until(claim_seconds)
+        with self.db.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET claimed_until = ? WHERE id = ? AND state = 'queued'"
+                " AND claimed_by = ?",
+                [(until, evidence_id, owner) for evidence_id in evidence_ids],
+            )
+            marks = ", ".join("?" * len(evidence_ids))
+            rows = db.execute(
+                f"SELECT id, state = 'queued' AND claimed_by = ? AND claimed_until = ?"  # noqa: S608
+                f" FROM outbox WHERE id IN ({marks})",
+                (owner, until, *evidence_ids),
+            ).fetchall()
+        return {row[0]: bool(row[1]) for row in rows}
+
     def claim_holders(self) -> set[str]:
         rows = self.db.connection().execute(
             "SELECT DISTINCT claimed_by FROM outbox"
@@ -131,13 +153,14 @@ class MetadataOutbox:
             )
         )
 
-    def record_failure(self, evidence_ids: Sequence[str], error: str) -> None:
-        """Not delivered: note why and let the next attempt claim the rows again."""
+    def record_failure(self, evidence_ids: Sequence[str], error: str, owner: str) -> None:
+        """Not delivered: note why and let the next attempt claim the rows again (claims of
+        other owners stay as they are)."""
         self.db.write(
             lambda db: db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_until = 0"
-                " WHERE id = ?",
-                [(error[:500], i) for i in evidence_ids],
+                " WHERE id = ? AND claimed_by = ?",
+                [(error[:500], i, owner) for i in evidence_ids],
             )
         )
 
@@ -149,10 +172,10 @@ class MetadataOutbox:
         return [EvidenceRecord.model_validate_json(row[0]) for row in rows]
 
     def queued_copies(self, engagement_id: str, content_hash: str) -> list[tuple[str, str]]:
-        """(stored_at, id) of the queued rows of one engagement with these bytes."""
+        """(stored_at, id) of the queued rows of one engagement with these bytes (indexed)."""
         rows = self.db.connection().execute(
-            "SELECT stored_at, id FROM outbox WHERE state = 'queued' AND engagement_id = ?"
-            " AND json_extract(record_json, '$.content_hash') = ?",
+            "SELECT stored_at, id FROM outbox WHERE engagement_id = ?"
+            " AND json_extract(record_json, '$.content_hash') = ? AND state = 'queued'",
             (engagement_id, content_hash),
         )
         return [(row[0], row[1]) for row in rows]
@@ -162,6 +185,18 @@ class MetadataOutbox:
             "SELECT record_json, owner FROM outbox WHERE state = 'uploading'"
         )
         return [(EvidenceRecord.model_validate_json(row[0]), row[1]) for row in rows]
+
+    def stalled(self) -> int:
+        """Queued rows nobody is delivering now (in flight ones are not waiting on anything)."""
+        (count,) = (
+            self.db.connection()
+            .execute(
+                "SELECT count(*) FROM outbox WHERE state = 'queued' AND claimed_until < ?",
+                (time.time(),),
+            )
+            .fetchone()
+        )
+        return int(count)
 
     def stats(self) -> tuple[int, str | None]:
         """(rows waiting for the table, the most recent delivery error)."""

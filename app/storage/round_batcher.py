@@ -16,6 +16,11 @@ after a round (not after idling); and never longer than a quarter of the last ro
 (at most `MAX_LINGER_SECONDS`). Under no load nothing waits; at a warehouse's speed a round
 waits at most a fraction of what a missed round would cost; at an emulator's speed the wait
 shrinks with the round.
+
+`group_commit.GroupCommit` batches too, but its leader is always a caller that waits for its
+own commit; here callers may hand over a job and not wait (a migration's rows), give up
+waiting after a while (an upload whose row is durable anyway), and a round needs a thread of
+its own to run on.
 """
 
 from __future__ import annotations
@@ -59,10 +64,18 @@ class RoundBatcher(Generic[Job]):
     """
 
     def __init__(
-        self, run_round: Callable[[Sequence[Job]], None], *, max_jobs: int, name: str
+        self,
+        run_round: Callable[[Sequence[Job]], None],
+        *,
+        max_jobs: int,
+        name: str,
+        linger_fraction: float = LINGER_FRACTION,
+        max_linger_seconds: float = MAX_LINGER_SECONDS,
     ) -> None:
         self._run_round = run_round
         self._max_jobs = max_jobs
+        self._linger_fraction = linger_fraction
+        self._max_linger_seconds = max_linger_seconds
         self._queue: list[Ticket[Job]] = []
         self._expected = 0  # callers inside `expecting()` that have not submitted yet
         self._running = False
@@ -117,22 +130,34 @@ class RoundBatcher(Generic[Job]):
                 self._changed.wait(remaining)
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the thread."""
+    def close(self) -> None:
+        """Stop after the round in progress; jobs still queued are ended without a round (a
+        caller keeps them somewhere durable if they matter)."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        self._thread.join(timeout)
+        self._thread.join()
 
     def _enqueue(self, job: Job) -> Ticket[Job]:
         if self._closing:
-            raise BatcherClosed("no more rounds: the batcher is closed")
+            raise BatcherClosed("no more rounds: the batcher is closed (or its thread died)")
         ticket = Ticket(job)
         self._queue.append(ticket)
         self._changed.notify_all()
         return ticket
 
     def _run_forever(self) -> None:
+        try:
+            self._run_rounds()
+        finally:  # closed, or this thread is dying: nothing may wait for a round again
+            with self._changed:
+                self._closing = True
+                dropped, self._queue = self._queue, []
+                self._changed.notify_all()
+            for ticket in dropped:
+                ticket.done.set()
+
+    def _run_rounds(self) -> None:
         while batch := self._next_round():
             started = time.monotonic()
             try:
@@ -152,12 +177,13 @@ class RoundBatcher(Generic[Job]):
     def _next_round(self) -> list[Ticket[Job]]:
         """Wait for jobs, linger if that is worth it, and take the next round's (empty: stop)."""
         with self._changed:
-            while not self._queue:
-                if self._closing:
-                    return []
+            while not self._queue and not self._closing:
                 self._changed.wait()
-            linger = min(MAX_LINGER_SECONDS, LINGER_FRACTION * self._last_round_seconds)
-            if time.monotonic() - self._last_round_ended > self._last_round_seconds:
+            if self._closing:
+                return []
+            last = self._last_round_seconds
+            linger = min(self._max_linger_seconds, self._linger_fraction * last)
+            if time.monotonic() - self._last_round_ended > last:
                 linger = 0.0  # idle for a while: the last round says nothing about now
             deadline = time.monotonic() + linger
             while self._worth_waiting() and (remaining := deadline - time.monotonic()) > 0:

@@ -53,7 +53,15 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from tests.datalake.minilake_bridge import App, Message, Receive, Scope, Send
+from tests.datalake.minilake_bridge import (
+    App,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_answer,
+    read_body,
+)
 
 # For a model in another process (the benchmark's MiniLake): GET -> the profile and the counts;
 # PUT a profile (`Latency.to_json()`) -> it applies from now on; DELETE CONTROL_PATH/counts ->
@@ -309,7 +317,7 @@ class LatencyModel:
 
     async def _execute(self, scope: Scope, receive: Receive, send: Send, latency: Latency) -> None:
         arrived = time.monotonic()
-        body = await _read_body(receive)
+        body = await read_body(receive)
         try:
             payload = json.loads(body)
             sql = payload["statement"]
@@ -339,7 +347,7 @@ class LatencyModel:
         if payload.get("on_wait_timeout") == "CANCEL" and wait_timeout > 0:
             self._cancel(statement)
             statement.canceled = True  # what the answer says, even if it ran on too late
-        await _json(send, 200, _status(statement))
+        await json_answer(send, 200, _status(statement))
 
     async def _run_in_background(
         self, statement: _Statement, scope: Scope, body: bytes, table: str | None, latency: Latency
@@ -352,7 +360,9 @@ class LatencyModel:
             return  # nobody awaits this task's result, so it need not re-raise
         except Exception as error:  # the poller gets it as a FAILED statement
             answer = _Answer()
-            await _json(answer.send, 500, {"error_code": "INTERNAL_ERROR", "message": repr(error)})
+            await json_answer(
+                answer.send, 500, {"error_code": "INTERNAL_ERROR", "message": repr(error)}
+            )
         statement.answer = answer
 
     async def _run(
@@ -398,12 +408,12 @@ class LatencyModel:
         if statement.inner_unfinished and not statement.canceled:
             await self._forward_as(statement, scope, receive, send)  # the inner id decides
         elif tail == "/cancel" and scope["method"] == "POST":
-            await _read_body(receive)
+            await read_body(receive)
             self._cancel(statement)  # "Cancelation might silently fail": once forwarded, it does
-            await _json(send, 200, {})
+            await json_answer(send, 200, {})
         elif tail == "" and scope["method"] == "GET":
             if statement.answer is None or statement.canceled:
-                await _json(send, 200, _status(statement))
+                await json_answer(send, 200, _status(statement))
             else:
                 await _final_answer(statement, statement.answer, send)
         elif statement.inner_id is not None:  # result chunks: the inner app has them
@@ -497,19 +507,19 @@ class LatencyModel:
     # -- control ------------------------------------------------------------------------------
 
     async def _control(self, method: str, path: str, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if (method, path) == ("PUT", CONTROL_PATH):
             try:
                 self.latency = Latency.from_json(json.loads(body or b"null"))
             except (ValueError, TypeError) as error:
-                await _json(send, 400, {"error": str(error)})
+                await json_answer(send, 400, {"error": str(error)})
                 return
         elif (method, path) == ("DELETE", CONTROL_PATH + "/counts"):
             self.reset_counts()
         elif (method, path) != ("GET", CONTROL_PATH):
-            await _json(send, 404, {"error": f"no {method} {path}"})
+            await json_answer(send, 404, {"error": f"no {method} {path}"})
             return
-        await _json(send, 200, self.report())
+        await json_answer(send, 200, self.report())
 
 
 def _status(statement: _Statement) -> dict[str, Any]:
@@ -530,7 +540,7 @@ async def _final_answer(statement: _Statement, answer: _Answer, send: Send) -> N
     error = {"error_code": parsed.get("error_code", "INTERNAL_ERROR"),
              "message": parsed.get("message", f"HTTP {answer.status}")}  # fmt: skip
     failed = {"statement_id": statement.id, "status": {"state": "FAILED", "error": error}}
-    await _json(send, 200, failed)
+    await json_answer(send, 200, failed)
 
 
 def _seconds(wait_timeout: object) -> float:
@@ -556,22 +566,6 @@ def _replay(body: bytes) -> Receive:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
     return receive
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    await _raw(send, status, json.dumps(body).encode())
 
 
 async def _raw(send: Send, status: int, raw: bytes) -> None:

@@ -5,9 +5,10 @@ Databricks behaviour kmflow relies on (see ../shared/spec/minilake-notes.md). Th
 adds exactly those, and nothing in `app/` knows about it:
 
 - Statement `parameters` are bound into typed, escaped literals (MiniLake drops them); more
-  than 256 in one statement are refused as a warehouse refuses them ("BAD_REQUEST:
-  Parameterized query has too many parameters: N parameters were given but the limit is 256",
-  see `app.storage.databricks_sql.MAX_STATEMENT_PARAMETERS`); MiniLake takes any number.
+  than 255 in one statement are refused as a warehouse refuses them ("BAD_REQUEST:
+  Parameterized query has too many parameters: N parameters were given but the limit is 256";
+  256 itself is reported to fail, see `app.storage.databricks_sql.MAX_STATEMENT_PARAMETERS`);
+  MiniLake takes any number.
 - SQL errors answer HTTP 200 with `status.state = FAILED` (MiniLake answers HTTP 400).
 - A statement on a STOPPED warehouse stays PENDING (MiniLake runs it anyway).
 - Files API calls under a volume that was never created answer 404 RESOURCE_DOES_NOT_EXIST
@@ -36,7 +37,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 _STATEMENTS = "/api/2.0/sql/statements"
 _VOLUME_PATH = re.compile(r"^/api/2\.0/fs/(?:files|directories)/Volumes/([^/]+)/([^/]+)/([^/]+)")
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT", "LONG"}
-MAX_PARAMETERS = 256
+MAX_PARAMETERS = 255  # more fail; see the module docstring
 FAILED = 0  # a Fault status: the statement is accepted, then ends FAILED (HTTP 200)
 
 
@@ -110,10 +111,12 @@ class MiniLakeBridge:
             await self._execute_statement(scope, receive, send)
         elif method == "GET" and path.removeprefix(_STATEMENTS + "/") in self._pending:
             statement_id = path.removeprefix(_STATEMENTS + "/")
-            await _json(send, 200, {"statement_id": statement_id, "status": {"state": "PENDING"}})
+            await json_answer(
+                send, 200, {"statement_id": statement_id, "status": {"state": "PENDING"}}
+            )
         elif method == "POST" and path.endswith("/cancel") and path.startswith(_STATEMENTS):
             self._pending.discard(path.removeprefix(_STATEMENTS + "/").removesuffix("/cancel"))
-            await _json(send, 200, {})
+            await json_answer(send, 200, {})
         elif match := _VOLUME_PATH.match(path):
             await self._files_call(scope, receive, send, ".".join(match.groups()))
         else:
@@ -125,20 +128,20 @@ class MiniLakeBridge:
                 continue  # matched against the SQL text in `_execute_statement`
             if fault.times and fault.path.search(path) and fault.method in (None, method):
                 if fault.status is not None:  # answered here: the request goes no further
-                    await _read_body(receive)
+                    await read_body(receive)
                 return await _answer_fault(fault, send)
         return False
 
     async def _execute_statement(self, scope: Scope, receive: Receive, send: Send) -> None:
-        payload = json.loads(await _read_body(receive) or b"{}")
+        payload = json.loads(await read_body(receive) or b"{}")
         self.statements.append(json.loads(json.dumps(payload)))
         if await self._statement_fault(payload.get("statement", ""), send):
             return
         count = len(payload.get("parameters") or [])
         if count > MAX_PARAMETERS:
-            await _json(send, 400, {"error_code": "BAD_REQUEST", "message": (
+            await json_answer(send, 400, {"error_code": "BAD_REQUEST", "message": (
                 f"Parameterized query has too many parameters: {count} parameters were given "
-                f"but the limit is {MAX_PARAMETERS}."
+                "but the limit is 256."
             )})  # fmt: skip
             return
         try:
@@ -146,14 +149,16 @@ class MiniLakeBridge:
                 payload["statement"], payload.pop("parameters", None) or []
             )
         except KeyError as missing:
-            await _json(send, 400, {"error_code": "INVALID_PARAMETER_VALUE",
+            await json_answer(send, 400, {"error_code": "INVALID_PARAMETER_VALUE",
                                     "message": f"[UNBOUND_SQL_PARAMETER] {missing}"})  # fmt: skip
             return
         warehouse = await self._get(f"/api/2.0/sql/warehouses/{payload.get('warehouse_id')}")
         if warehouse[1].get("state") == "STOPPED":
             statement_id = str(uuid.uuid4())
             self._pending.add(statement_id)
-            await _json(send, 200, {"statement_id": statement_id, "status": {"state": "PENDING"}})
+            await json_answer(
+                send, 200, {"statement_id": statement_id, "status": {"state": "PENDING"}}
+            )
             return
         status, answer = await self._call("POST", _STATEMENTS, json.dumps(payload).encode())
         if status == 400 and str(answer.get("message", "")).startswith("SQL execution failed"):
@@ -162,7 +167,7 @@ class MiniLakeBridge:
                 "status": {"state": "FAILED", "sql_state": "42000",
                            "error": {"error_code": "BAD_REQUEST", "message": answer["message"]}},
             }  # fmt: skip
-        await _json(send, status, answer)
+        await json_answer(send, status, answer)
 
     async def _statement_fault(self, sql: str, send: Send) -> bool:
         for fault in self.faults:
@@ -173,14 +178,14 @@ class MiniLakeBridge:
     async def _files_call(self, scope: Scope, receive: Receive, send: Send, volume: str) -> None:
         status, _ = await self._get(f"/api/2.1/unity-catalog/volumes/{volume}")
         if status == 404:
-            await _read_body(receive)
-            await _json(send, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
+            await read_body(receive)
+            await json_answer(send, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
                                     "message": f"Volume '{volume}' does not exist."})  # fmt: skip
             return
         if volume in self.deny_writes and scope["method"] in ("PUT", "POST", "DELETE"):
-            await _read_body(receive)
+            await read_body(receive)
             message = f"User does not have WRITE VOLUME on {volume}."
-            await _json(send, 403, {"error_code": "PERMISSION_DENIED", "message": message})
+            await json_answer(send, 403, {"error_code": "PERMISSION_DENIED", "message": message})
             return
         await self.app(scope, receive, send)
 
@@ -229,14 +234,14 @@ async def _answer_fault(fault: Fault, send: Send) -> bool:
     if fault.status is None:
         return False
     if fault.status == FAILED:
-        await _json(send, 200, {
+        await json_answer(send, 200, {
             "statement_id": str(uuid.uuid4()),
             "status": {"state": "FAILED",
                        "error": {"error_code": "INTERNAL_ERROR", "message": "injected failure"}},
         })  # fmt: skip
         return True
     code = {429: "TOO_MANY_REQUESTS", 503: "TEMPORARILY_UNAVAILABLE"}
-    await _json(
+    await json_answer(
         send, fault.status,
         {"error_code": code.get(fault.status, "INTERNAL_ERROR"),
          "message": f"injected {fault.status}"},
@@ -245,7 +250,7 @@ async def _answer_fault(fault: Fault, send: Send) -> bool:
     return True
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
@@ -257,7 +262,7 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-async def _json(
+async def json_answer(
     send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     raw = json.dumps(body).encode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from app.main import create_app
 from app.storage.base import EvidenceRecord, utc_timestamp
 from app.storage.databricks import DatabricksBackend
 from app.storage.databricks_sql import (
@@ -24,12 +27,16 @@ from app.storage.databricks_sql import (
     MAX_MERGE_ROWS,
     MAX_MERGE_VALUE_BYTES,
     MAX_STATEMENT_PARAMETERS,
+    StatementRunner,
     copies_statement,
+    create_table_statement,
     merge_chunks,
     merge_rows_statement,
     packed_row,
+    quote_name,
 )
 from app.storage.errors import InvalidInput
+from app.storage.outbox import MetadataOutbox
 from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
@@ -61,9 +68,16 @@ def record(n: int, **changes: object) -> EvidenceRecord:
 
 def test_a_full_merge_stays_within_the_parameter_limit() -> None:
     _, params = merge_rows_statement("`c`.`s`.`t`", [record(n) for n in range(MAX_MERGE_ROWS)])
-    assert len(params) == MAX_STATEMENT_PARAMETERS
+    assert len(params) == MAX_STATEMENT_PARAMETERS == 255
     with pytest.raises(ValueError, match="1 to 255 rows"):
         merge_rows_statement("`c`.`s`.`t`", [record(n) for n in range(MAX_MERGE_ROWS + 1)])
+
+
+def test_one_merge_never_carries_an_id_twice() -> None:
+    """An insert-only MERGE inserts every source row the table lacks: twice, if twice."""
+    twice = record(1)
+    with pytest.raises(ValueError, match="twice"):
+        merge_rows_statement("`c`.`s`.`t`", [twice, record(2), twice])
 
 
 def test_rows_are_cut_into_merges_by_count_and_by_size() -> None:
@@ -86,13 +100,13 @@ def test_a_value_holding_the_field_separator_is_refused_not_split() -> None:
         packed_row(record(1, file_name=f"a{FIELD_SEPARATOR}b.txt"))
 
 
-def test_a_lookup_names_each_group_with_three_parameters() -> None:
-    groups = [("ENG", f"{n:064x}", utc_timestamp()) for n in range(85)]
-    sql, params = copies_statement("`c`.`s`.`t`", groups, per_group=11)
-    assert len(params) == 255
-    assert "ENG" not in sql and "<= 11" in sql
-    with pytest.raises(ValueError, match="1 to 85 groups"):
-        copies_statement("`c`.`s`.`t`", [*groups, groups[0]], per_group=11)
+def test_a_lookup_names_each_record_with_four_parameters() -> None:
+    records = [record(n, engagement_id="ENG-LOOKUP") for n in range(63)]
+    sql, params = copies_statement("`c`.`s`.`t`", records, per_record=10)
+    assert len(params) == 252
+    assert "ENG-LOOKUP" not in sql and sql.count("LIMIT 10") == 63
+    with pytest.raises(ValueError, match="1 to 63 records"):
+        copies_statement("`c`.`s`.`t`", [*records, records[0]], per_record=10)
 
 
 # -- against MiniLake -------------------------------------------------------------------------
@@ -154,7 +168,7 @@ def test_a_backlog_of_600_rows_takes_three_merges_and_lands_exactly_once(
         backend.outbox.queue(row)
     since = len(minilake.statements)
 
-    assert backend.deliver_outbox() == 0
+    assert backend.rows.deliver_outbox() == 0
 
     assert statements_since(minilake, since, databricks_env["DATABRICKS_SCHEMA"]) == {"MERGE": 3}
     stored = table_rows(databricks_workspace, databricks_env, "ENG-ROUNDS")
@@ -272,3 +286,99 @@ def test_each_upload_reads_back_by_id_and_in_the_first_page_right_after_its_201(
 ) -> None:
     records = upload_many(server, "ENG-RYW", connections=16, each=2, check=True)
     assert len({record["id"] for record in records}) == 32
+
+
+def test_a_merge_sent_twice_inserts_each_row_once(
+    databricks_workspace: DatabricksWorkspace, databricks_env: dict[str, str]
+) -> None:
+    """What a retry after a lost answer does: the second MERGE finds every id there."""
+    schema = databricks_env["DATABRICKS_SCHEMA"]
+    table = quote_name(databricks_env["DATABRICKS_CATALOG"], schema, "evidence_metadata")
+    runner = StatementRunner(databricks_workspace.client(), databricks_workspace.warehouse_id, 30)
+    runner.run(create_table_statement(table))
+    rows = [record(n) for n in range(3)]
+
+    runner.run(*merge_rows_statement(table, rows))
+    runner.run(*merge_rows_statement(table, [*rows[1:], record(3)]))
+
+    stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-ROUNDS")]
+    assert len(stored) == 4 and set(stored) >= {r.id for r in rows}
+
+
+def test_earlier_copies_come_from_the_table_the_outbox_and_the_same_round(
+    databricks_env: dict[str, str], minilake: MiniLakeBridge, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    env = {**databricks_env, "STATE_PATH": str(state), "API_KEYS": API_KEY,
+           "DATABRICKS_OUTBOX_RETRY_SECONDS": "3600"}  # fmt: skip
+    server = LiveServer(env, cwd=tmp_path)
+    try:
+        in_table = [upload_one(server, "ENG-COPIES", "scan.pdf", b"the scan") for _ in range(9)]
+        outbox = MetadataOutbox(state / "databricks_outbox.sqlite3")
+        queued = [record(n, engagement_id="ENG-COPIES", content_hash=in_table[0]["content_hash"])
+                  for n in range(2)]  # fmt: skip
+        for row in queued:  # rows the warehouse has not taken yet (nobody delivers them here)
+            outbox.queue(row)
+        outbox.close()
+        # A slow MERGE keeps one round busy; the two uploads then share the next round.
+        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement="^MERGE", delay=1.5)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            pool.submit(upload_one, server, "ENG-COPIES", "other.txt", b"other bytes")
+            threading.Event().wait(0.5)
+            pair = list(
+                pool.map(lambda _: upload_one(server, "ENG-COPIES", "scan.pdf", b"the scan"),
+                         range(2))
+            )  # fmt: skip
+    finally:
+        minilake.faults.clear()
+        server.stop()
+
+    everyone = [(r["stored_at"], r["id"]) for r in in_table + pair]
+    everyone += [(r.stored_at, r.id) for r in queued]
+    for upload in pair:
+        key = (upload["stored_at"], upload["id"])
+        expected = [i for _, i in sorted((k for k in everyone if k < key), reverse=True)][:10]
+        assert upload["duplicate_of"] == expected
+    later = max(pair, key=lambda r: (r["stored_at"], r["id"]))
+    assert min(pair, key=lambda r: (r["stored_at"], r["id"]))["id"] in later["duplicate_of"]
+
+
+def test_an_upload_answered_before_its_merge_is_readable_at_once(
+    databricks_env: dict[str, str],
+    minilake: MiniLakeBridge,
+    databricks_workspace: DatabricksWorkspace,
+    tmp_path: Path,
+) -> None:
+    env = {**databricks_env, "STATE_PATH": str(tmp_path / "state"), "API_KEYS": API_KEY}
+    with TestClient(create_app(settings_from_env(env))) as api:
+        api.headers.update(AUTH)
+        backend = api.app_state["storage"]
+        backend.rows._wait_seconds = 0.2  # the 201 does not wait for the 1.5 s MERGE below
+        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement="^MERGE", delay=1.5)
+        try:
+            body, content_type = multipart_body({"engagement_id": "ENG-EARLY"}, "a.txt", b"a")
+            answer = api.post(UPLOAD, content=body, headers={"Content-Type": content_type})
+            in_table_then = table_rows(databricks_workspace, databricks_env, "ENG-EARLY")
+            by_id = api.get(f"/api/v1/evidence/ENG-EARLY/{answer.json()['id']}")
+            listing = api.get("/api/v1/evidence/ENG-EARLY")
+            assert backend.outbox.wait_until_empty(timeout=30)
+        finally:
+            minilake.faults.clear()
+
+    assert answer.status_code == 201
+    assert in_table_then == []  # answered before the MERGE committed
+    assert by_id.status_code == 200 and by_id.json() == stored_record(answer.json())
+    assert [item["id"] for item in listing.json()["items"]] == [answer.json()["id"]]
+    stored = table_rows(databricks_workspace, databricks_env, "ENG-EARLY")
+    assert [row[0] for row in stored] == [answer.json()["id"]]
+
+
+def upload_one(server: LiveServer, engagement: str, name: str, content: bytes) -> dict[str, Any]:
+    body, content_type = multipart_body({"engagement_id": engagement}, name, content)
+    answer = httpx.post(
+        f"{server.url}{UPLOAD}", content=body, timeout=60,
+        headers={**AUTH, "Content-Type": content_type},
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    uploaded: dict[str, Any] = answer.json()
+    return uploaded
