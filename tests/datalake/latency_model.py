@@ -156,7 +156,7 @@ def classify(method: str, path: str) -> str:
     return "other"
 
 
-_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/|\()*", re.S)  # `(SELECT ...) UNION ...` too
 _NAME = r"(?:`[^`]*`|[\w$]+)(?:\s*\.\s*(?:`[^`]*`|[\w$]+))*"
 _TARGETS = {
     "MERGE": re.compile(rf"MERGE\s+INTO\s+({_NAME})", re.I),

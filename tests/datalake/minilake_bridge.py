@@ -1,8 +1,9 @@
 """TEST CODE ONLY: the one place where MiniLake is made to behave like real Databricks.
 
 MiniLake (minilake 1.9.0) is the real HTTP peer of kmflow's Databricks tests, but it lacks some
-Databricks behaviour kmflow relies on (see ../shared/spec/minilake-notes.md). This ASGI wrapper
-adds exactly those, and nothing in `app/` knows about it:
+Databricks behaviour kmflow relies on (checked with databricks-sdk 0.162; its speed is the
+latency model's business, `latency_model.py`). This ASGI wrapper adds exactly those, and
+nothing in `app/` knows about it:
 
 - Statement `parameters` are bound into typed, escaped literals (MiniLake drops them); more
   than 255 in one statement are refused as a warehouse refuses them ("BAD_REQUEST:
