@@ -13,10 +13,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     VIRTUAL_ENV=/opt/kmflow
 WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV"
-# Dependencies in a layer of their own: rebuilt only when pyproject.toml or the extras change.
-COPY pyproject.toml scripts/requirements_from_pyproject.py ./
+# Dependencies in a layer of their own: rebuilt only when pyproject.toml, the pinned versions
+# (constraints.txt: what the image was tested with) or the extras change.
+COPY pyproject.toml constraints.txt scripts/requirements_from_pyproject.py ./
 RUN python requirements_from_pyproject.py "$KMFLOW_EXTRAS" > requirements.txt \
-    && "$VIRTUAL_ENV/bin/pip" install --requirement requirements.txt
+    && "$VIRTUAL_ENV/bin/pip" install --requirement requirements.txt --constraint constraints.txt
 # Then the code, without touching the dependencies again.
 COPY README.md ./
 COPY app ./app
@@ -41,6 +42,12 @@ ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
 WORKDIR /data
 USER 10001:10001
 EXPOSE 8000
+# Readiness (/api/v1/health: 503 while the backend cannot be reached), not liveness
+# (/api/v1/health/live): Docker restarts nothing on an unhealthy container, so the status is
+# there to say whether kmflow can serve, which is what `docker ps` readers and compose's
+# `depends_on: condition: service_healthy` want to know. Kubernetes ignores HEALTHCHECK and
+# uses its own probes (deploy/kubernetes/deployment.yaml: liveness on /api/v1/health/live).
+# Orchestrators that replace unhealthy containers (Swarm) should check /api/v1/health/live.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['API_PORT']}/api/v1/health\", timeout=4)"]
 # Exec form: kmflow (uvicorn) is PID 1 and gets SIGTERM itself. It stops accepting, lets

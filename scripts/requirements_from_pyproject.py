@@ -6,10 +6,14 @@ The Dockerfile installs these in a layer of their own, before the code is copied
 to `app/` reuses the cached dependency layer:
 
     python requirements_from_pyproject.py delta,databricks > requirements.txt
+
+With `--floor NAME` it prints `NAME==X` for the `NAME>=X` that pyproject.toml declares: the
+oldest version kmflow allows, which `scripts/test` tests too.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -28,7 +32,22 @@ def requirements(pyproject: Path, extras: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def floor(pyproject: Path, name: str) -> str:
+    """`name==X` for the `name>=X` among every requirement of pyproject.toml."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    every = list(project.get("dependencies", []))
+    for extra in project.get("optional-dependencies", {}).values():
+        every += extra
+    for requirement in every:
+        if match := re.fullmatch(rf"{re.escape(name)}\s*>=\s*([\w.]+)", requirement.strip()):
+            return f"{name}=={match[1]}"
+    raise SystemExit(f"pyproject.toml has no {name}>=X requirement")
+
+
 if __name__ == "__main__":
-    extras = sys.argv[1] if len(sys.argv) > 1 else ""
-    pyproject = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("pyproject.toml")
-    print("\n".join(requirements(pyproject, extras)))
+    if len(sys.argv) > 2 and sys.argv[1] == "--floor":
+        print(floor(Path("pyproject.toml"), sys.argv[2]))
+    else:
+        extras = sys.argv[1] if len(sys.argv) > 1 else ""
+        pyproject = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("pyproject.toml")
+        print("\n".join(requirements(pyproject, extras)))

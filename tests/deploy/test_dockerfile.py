@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canonical
+from packaging.version import Version
+
 from app.config import Settings
+from scripts.requirements_from_pyproject import floor, requirements
 from tests.deploy.dockerfile import DOCKERFILE, ROOT, env_pairs, parse
 
 BIN = Path(sys.executable).parent
@@ -55,10 +60,36 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
         index for index, (keyword, arguments) in enumerate(steps) if "--requirement" in arguments
     )
     assert install_requirements < copy_app
-    # The layers before the dependency install see only pyproject.toml and the script.
+    # The layers before the dependency install see only pyproject.toml, the pins and the script.
     copied_before = [args for keyword, args in steps[:install_requirements] if keyword == "COPY"]
-    assert copied_before == ["pyproject.toml scripts/requirements_from_pyproject.py ./"]
+    assert copied_before == [
+        "pyproject.toml constraints.txt scripts/requirements_from_pyproject.py ./"
+    ]
+    assert "--constraint constraints.txt" in steps[install_requirements][1]
     assert "--no-deps ." in steps[-1][1]
+
+
+def test_the_pinned_versions_cover_every_requirement_and_satisfy_pyproject() -> None:
+    """constraints.txt is what the image installs: it must pin everything pyproject.toml asks
+    for, within its ranges (a pin outside them would make pip refuse to build)."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonical(name)] = Version(version)
+    wanted = requirements(ROOT / "pyproject.toml", "delta,databricks")
+    for requirement in map(Requirement, wanted):
+        pinned = pins.get(canonical(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not pinned"
+        assert requirement.specifier.contains(pinned), f"{requirement} excludes {pinned}"
+
+
+def test_the_sdk_floor_is_read_from_pyproject(tmp_path: Path) -> None:
+    assert floor(ROOT / "pyproject.toml", "databricks-sdk") == "databricks-sdk==0.72.0"
+    other = tmp_path / "pyproject.toml"
+    other.write_text('[project]\ndependencies = ["x>=1.2"]\n[project.optional-dependencies]\n'
+                     'e = ["databricks-sdk >= 9.9.1"]\n')  # fmt: skip
+    assert floor(other, "databricks-sdk") == "databricks-sdk==9.9.1"
 
 
 def test_runtime_is_non_root_serves_the_port_and_checks_health() -> None:
