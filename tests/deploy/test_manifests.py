@@ -24,7 +24,10 @@ from tests.deploy.dockerfile import ROOT
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 # The oldest release these must work on, and the newest the installed package knows.
 KUBERNETES_VERSIONS = ["1.30.0", latest_version()]
-SECRETS = {"API_KEYS", "DATABRICKS_TOKEN"}
+SECRETS = {"API_KEYS", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET"}
+# Kept in the Secret, with its secret, though not secret itself: one object holds the method.
+IN_THE_SECRET = SECRETS | {"DATABRICKS_CLIENT_ID"}
+OAUTH_M2M = {"DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"}
 SETTINGS = {name.upper() for name in Settings.model_fields}
 
 
@@ -83,8 +86,11 @@ def test_deployment_probes_security_and_volumes() -> None:
     found = manifests()
     pod = found["Deployment/kmflow"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/api/v1/health", "port": "http"}
+    # Liveness and startup on the process alone: a backend outage must not restart the pod.
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/api/v1/health/live", "port": "http"}
+    # Readiness on the backend: out of the Service while it cannot be reached.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/api/v1/health", "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -112,8 +118,8 @@ def test_configuration_comes_from_the_configmap_and_the_secret() -> None:
     ]
     config = found["ConfigMap/kmflow-config"]["data"]
     secret = found["Secret/kmflow-secrets"]["stringData"]
-    assert set(config) <= SETTINGS - SECRETS
-    assert set(secret) == SECRETS
+    assert set(config) <= SETTINGS - IN_THE_SECRET
+    assert set(secret) <= IN_THE_SECRET and "API_KEYS" in secret
     # Paths on the /data volume, the same filesystem for both (atomic renames).
     assert config["LOCAL_STORAGE_PATH"].startswith("/data/")
     assert config["STATE_PATH"].startswith("/data/")
@@ -134,9 +140,36 @@ def test_env_example_documents_every_setting_with_its_default(
         line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
     assert set(values) == SETTINGS
-    examples = {"DATABRICKS_HOST", "DATABRICKS_TOKEN"}  # marked "example values" in the file
+    examples = {"DATABRICKS_HOST"} | OAUTH_M2M  # marked "example values" in the file
     documented = Settings(
         _env_file=None,  # type: ignore[call-arg]
         **{name.lower(): value for name, value in values.items() if name not in examples},
     )
     assert documented.model_dump() == Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+
+    # The file as it is, examples included, is a configuration kmflow starts with (copied
+    # to .env, say): one Databricks authentication method, not two.
+    Settings(_env_file=None, **{name.lower(): value for name, value in values.items()})  # type: ignore[call-arg]
+
+
+def test_the_secret_template_sets_one_databricks_auth_method_and_documents_the_other() -> None:
+    """Applied as it is, the template never yields two methods (kmflow would refuse to start);
+    the token is there, commented out, for whoever uses one instead."""
+    path = KUBERNETES / "secret.template.yaml"
+    secret = manifests()["Secret/kmflow-secrets"]["stringData"]
+    commented = {
+        line.strip().removeprefix("# ").split(":", 1)[0]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("  # DATABRICKS_")
+    }
+
+    assert set(secret) & IN_THE_SECRET - {"API_KEYS"} == OAUTH_M2M
+    assert commented == {"DATABRICKS_TOKEN"}
+    filled = {"api_keys": "k" * 32, "databricks_host": "https://adb-1.azuredatabricks.net"}
+    oauth = Settings(_env_file=None, **filled, **{n.lower(): "x" for n in OAUTH_M2M})  # type: ignore[call-arg]
+    assert oauth.databricks_auth_type == "oauth-m2m"
+    token = Settings(_env_file=None, **filled, databricks_token="dapi-x")  # type: ignore[call-arg]
+    assert token.databricks_auth_type == "pat"
+    with pytest.raises(ValueError, match="not both"):  # uncommented without deleting the rest
+        Settings(_env_file=None, **filled, databricks_token="dapi-x",  # type: ignore[call-arg]
+                 **{n.lower(): "x" for n in OAUTH_M2M})  # fmt: skip

@@ -1,4 +1,5 @@
-"""GET /api/v1/health: open to probes, reports the active backend and whether it answers.
+"""GET /api/v1/health/live: liveness, the process answers (never asks the backend).
+GET /api/v1/health: readiness, open to probes, reports the active backend and whether it answers.
 GET /api/v1/health/detail: for operators (authenticated), every check timed, and the setup."""
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ from app.storage.base import Check, StorageBackend
 router = APIRouter(tags=["health"])
 
 
+class LiveBody(BaseModel):
+    status: Literal["alive"]
+
+
+@router.get(
+    "/health/live",
+    response_model=LiveBody,
+    summary="Liveness: the process answers requests",
+    description=(
+        "200 whenever the server's event loop answers; asks no backend and needs no key, so a "
+        "backend outage never fails it. For liveness and startup probes: restarting kmflow "
+        "cannot bring a backend back. `/api/v1/health` is the readiness check."
+    ),
+)
+async def live() -> LiveBody:
+    # On the event loop itself, no thread and no I/O: what it proves is that the loop answers.
+    return LiveBody(status="alive")
+
+
 class HealthBody(BaseModel):
     status: Literal["ok", "unavailable"]
     storage: str = Field(description="The active backend, as STORAGE_BACKEND names it.")
@@ -32,6 +52,12 @@ class HealthBody(BaseModel):
     "/health",
     response_model=HealthBody,
     responses={503: {"model": HealthBody, "description": "The backend cannot be reached."}},
+    summary="Readiness: the backend answers",
+    description=(
+        "200 when the active backend can take and serve evidence now, 503 when it cannot (for "
+        "Databricks: the Volume is unreachable). For readiness probes and load balancers; "
+        "liveness is `/api/v1/health/live`."
+    ),
 )
 async def health(storage: Storage, settings: AppSettings, request: Request) -> JSONResponse:
     # Probes run on their own threads (see AppState.probe_threads): a backend whose request
