@@ -4,7 +4,8 @@
 Every file goes through `DatabricksBackend` (the same code the service uses), so each gets its
 `evidence_metadata` row. Idempotent and resumable: rerun after any failure or interruption.
 A thin wrapper over `kmflow migrate --from local --to databricks`; the Databricks workspace
-comes from DATABRICKS_HOST / DATABRICKS_TOKEN (and DATABRICKS_WAREHOUSE_ID) as for the service.
+comes from DATABRICKS_HOST with DATABRICKS_TOKEN or DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET
+(and DATABRICKS_WAREHOUSE_ID) as for the service.
 
     python scripts/migrate_to_databricks.py --source-dir ./evidence_store \\
         --catalog kmflow --schema evidence --volume raw_evidence [--dry-run]

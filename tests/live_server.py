@@ -22,7 +22,8 @@ def free_port() -> int:
 
 class LiveServer:
     """`kmflow serve` with this environment plus `env`; or, given `command` (a container's CMD),
-    that command with `env` as its whole environment and the port passed as API_PORT."""
+    that command with `env` as its whole environment and the port passed as API_PORT. Ready
+    when `ready_path` answers 200 (the liveness route for a server whose backend is down)."""
 
     def __init__(
         self,
@@ -31,8 +32,10 @@ class LiveServer:
         workers: int = 1,
         command: list[str] | None = None,
         log_dir: Path | None = None,
+        ready_path: str = "/api/v1/health",
     ) -> None:
         self.port = free_port()
+        self.ready_path = ready_path
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = (log_dir or cwd) / f"server-{self.port}.log"
         self._log = self.log_path.open("wb")
@@ -61,7 +64,7 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -1,4 +1,5 @@
-"""A pytest plugin: the whole test run's logs must never contain an API key or a token.
+"""A pytest plugin: the whole test run's logs must never contain an API key, a token or a
+client secret.
 
 Every log record made in the test process (INFO and up, any logger) is checked as it is
 emitted, and at the end every server log the run's real server processes wrote (the
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.datalake.workspace import MINILAKE_TOKEN
+from tests.datalake.workspace import MINILAKE_CLIENT_SECRET, MINILAKE_TOKEN
 from tests.keys import API_KEY
 
-SECRETS = (API_KEY, MINILAKE_TOKEN)
+SECRETS = (API_KEY, MINILAKE_TOKEN, MINILAKE_CLIENT_SECRET)
 
 
 class SecretSpotter(logging.Handler):

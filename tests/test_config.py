@@ -10,7 +10,9 @@ from app.config import ConfigError, load_settings
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     for name in ("STORAGE_BACKEND", "API_KEYS", "API_HOST", "MAX_UPLOAD_BYTES",
-                 "DATABRICKS_TOKEN", "DATABRICKS_HOST", "DATABRICKS_CATALOG"):  # fmt: skip
+                 "DATABRICKS_TOKEN", "DATABRICKS_HOST", "DATABRICKS_CATALOG",
+                 "DATABRICKS_SCHEMA", "DATABRICKS_VOLUME", "DATABRICKS_CLIENT_ID",
+                 "DATABRICKS_CLIENT_SECRET"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]  # no stray .env
 
@@ -85,3 +87,91 @@ def test_open_service_off_loopback_is_refused(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     monkeypatch.setenv("API_KEYS", "a-long-enough-key-123")
     assert load_settings().auth_mode == "api_keys"
+
+
+CLIENT_SECRET = "dose-config-test-secret-0123456789"
+
+
+def test_oauth_client_credentials_are_read_from_dotenv_and_kept_secret(
+    tmp_path: object,
+) -> None:
+    (tmp_path / ".env").write_text(  # type: ignore[operator]
+        f"DATABRICKS_CLIENT_ID=app-id-123\nDATABRICKS_CLIENT_SECRET={CLIENT_SECRET}\n"
+    )
+
+    settings = load_settings()
+
+    assert settings.databricks_client_id == "app-id-123"
+    assert settings.databricks_client_secret is not None
+    assert settings.databricks_client_secret.get_secret_value() == CLIENT_SECRET
+    assert settings.databricks_auth_type == "oauth-m2m"
+    assert CLIENT_SECRET not in repr(settings)
+    assert settings.model_dump(mode="json")["databricks_client_secret"] == "**********"
+
+
+def test_empty_credentials_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.databricks_auth_type is None
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-a-token")
+    assert load_settings().databricks_auth_type == "pat"
+
+
+def test_a_token_and_client_credentials_together_are_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-config-test-token-0123")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "app-id-123")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "DATABRICKS_TOKEN" in message and "DATABRICKS_CLIENT_ID" in message
+    assert "not both" in message
+    assert CLIENT_SECRET not in message and "dapi-config-test-token-0123" not in message
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"),
+     ("DATABRICKS_CLIENT_SECRET", "DATABRICKS_CLIENT_ID")],
+)  # fmt: skip
+def test_client_id_and_secret_come_together(
+    monkeypatch: pytest.MonkeyPatch, present: str, missing: str
+) -> None:
+    monkeypatch.setenv(present, CLIENT_SECRET)
+    with pytest.raises(ConfigError, match=f"{missing} is not set") as raised:
+        load_settings()
+    assert CLIENT_SECRET not in str(raised.value)
+
+
+def test_serve_refuses_two_databricks_auth_methods_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("STORAGE_BACKEND", "databricks")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-config-test-token-0123")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "app-id-123")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
+
+    assert main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "DATABRICKS_CLIENT_SECRET" in error
+    assert CLIENT_SECRET not in error and "dapi-config-test-token-0123" not in error
+
+
+def test_unity_catalog_names_are_lower_cased(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_CATALOG", "KmFlow")
+    monkeypatch.setenv("DATABRICKS_SCHEMA", "Evidence")
+    monkeypatch.setenv("DATABRICKS_VOLUME", "RAW_Evidence")
+
+    settings = load_settings()
+
+    assert (settings.databricks_catalog, settings.databricks_schema) == ("kmflow", "evidence")
+    assert settings.databricks_volume == "raw_evidence"

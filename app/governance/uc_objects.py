@@ -111,7 +111,10 @@ def explain(
     if isinstance(error, PermissionDenied):
         return GovernanceError(f"{action}: permission denied; the caller needs {needs} ({error})")
     if isinstance(error, Unauthenticated):
-        return GovernanceError(f"{action}: Databricks rejected the credentials (DATABRICKS_TOKEN)")
+        return GovernanceError(
+            f"{action}: Databricks rejected the credentials (DATABRICKS_TOKEN, or "
+            "DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, whichever is set)"
+        )
     if isinstance(error, BadRequest) and bad_request_hint:
         return GovernanceError(f"{action}: {error} ({bad_request_hint})")
     return GovernanceError(f"{action}: {error}")

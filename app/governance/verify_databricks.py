@@ -26,7 +26,8 @@ from app.governance.verify import (
     CheckResult,
     VerifyOptions,
 )
-from app.storage.databricks import VOLUME_DIRECTORY, workspace_client
+from app.storage.databricks import VOLUME_DIRECTORY
+from app.storage.databricks_client import workspace_client
 from app.storage.databricks_sql import StatementRunner, quote_name
 from app.storage.errors import StorageError
 

@@ -23,14 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
-import requests
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config
 from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict, Unauthenticated
-from databricks.sdk.errors.base import DatabricksError
 
 from app.config import Settings
 from app.observability import metrics
@@ -42,6 +38,11 @@ from app.storage.base import (
     StorageBackend,
     utc_timestamp,
 )
+from app.storage.databricks_client import (
+    TRANSPORT_ERRORS,
+    LazyWorkspaceClient,
+    lazy_workspace_client,
+)
 from app.storage.databricks_rows import MetadataRows
 from app.storage.databricks_sql import (
     COLUMNS,
@@ -52,6 +53,7 @@ from app.storage.databricks_sql import (
     quote_name,
     record_from_row,
 )
+from app.storage.digest import sha256_of
 from app.storage.errors import (
     EvidenceExists,
     StorageError,
@@ -74,11 +76,28 @@ UPLOAD_PARALLELISM = 2
 # request threads wait on uploads, parts in memory stay under 4 x 2 x 16 MiB.
 LARGE_UPLOADS_AT_ONCE = 4
 HEALTH_TIMEOUT_SECONDS = 5
+# An INLINE statement result may hold 25 MiB, counted the warehouse's way (databricks-sdk
+# `service/sql.py`, "Limits and limitations"); kmflow asks for EXTERNAL_LINKS above this much
+# of its own estimate, and reads ids in pages far below it.
+INLINE_RESULT_BUDGET_BYTES = 16 * 1024 * 1024
+IDS_PER_PAGE = 100_000
 # An upload waits at most this long for its round (its row in the table, its earlier copies);
 # after that its row is left to the round or the background thread, so a slow or stopped
 # warehouse never holds request threads for long.
 INLINE_METADATA_SECONDS = 5.0
-_TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
+# Startup waits at most this long for its checks of the workspace (interrupted uploads, the
+# table, the volume), then serves while they go on: an outage must not hold it (nor make an
+# orchestrator's startup probe restart it) for the SDK's whole retry budget.
+STARTUP_WAIT_SECONDS = 5.0
+# ... and a client that could not be built (see LazyWorkspaceClient): Databricks unreachable too.
+_UNREACHABLE = (*TRANSPORT_ERRORS, StorageError)
+# Not outages: a SQL warehouse that auto-stopped when idle is started by the next statement sent
+# to it (serverless in seconds, pro and classic in minutes); until it runs, rows wait.
+WAREHOUSE_STATE_NOTES = {
+    "STOPPED": "stopped (auto-stop when idle): it starts on the next statement; metadata rows "
+    "wait in the outbox until it runs",
+    "STARTING": "starting: metadata rows wait in the outbox until it runs",
+}
 
 
 @dataclass(frozen=True)
@@ -106,8 +125,13 @@ class DatabricksBackend(StorageBackend):
         self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
         self.table_name = f"{catalog}.{schema}.evidence_metadata"
         self.table = quote_name(catalog, schema, "evidence_metadata")
+        # Both may be LazyWorkspaceClients (see from_settings): built on first use.
         self.client = client
         self.probe_client = probe_client  # short timeouts: health answers fast in an outage
+        self._host = settings.databricks_host
+        # Grants name a service principal by its application id: the OAuth client id.
+        self._client_id = settings.databricks_client_id
+        self._credentials = settings.databricks_credentials
         self.sql = StatementRunner(
             client, settings.databricks_warehouse_id, settings.databricks_statement_timeout_seconds
         )
@@ -131,38 +155,56 @@ class DatabricksBackend(StorageBackend):
         self._withdrawals: dict[str, EvidenceRecord] = {}
         self._withdrawals_lock = threading.Lock()
         self._bulk = False
+        # A result row at its largest, as JSON: the metadata (escaped) and the other columns.
+        self._max_row_bytes = 2 * settings.max_metadata_bytes + 8 * 1024
         # The earlier copies found by the round of the upload this thread committed last, for
         # `_earlier_copies` right after (the contract asks for them in a second call).
         self._found = threading.local()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._checked = threading.Event()  # the startup checks are done (or failed)
         self._deliverer = threading.Thread(
             target=self._deliver_forever, name="kmflow-outbox", daemon=True
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabricksBackend:
+        """Builds no client yet: building one calls the workspace (see LazyWorkspaceClient)."""
         return cls(
             settings,
-            workspace_client(settings),
-            workspace_client(settings, timeout_seconds=HEALTH_TIMEOUT_SECONDS),
+            lazy_workspace_client(settings),
+            lazy_workspace_client(settings, timeout_seconds=HEALTH_TIMEOUT_SECONDS),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def startup(self) -> None:
+        """Starts the delivery thread, whose first work is the startup checks; waits for them
+        at most STARTUP_WAIT_SECONDS. Each check already tolerated an unreachable workspace,
+        but only after the SDK's retry budget (a minute by default, per call): a Databricks
+        outage held startup that long, and an orchestrator waiting for it restarted the pod."""
         super().startup()
+        self._deliverer.start()
+        if not self._checked.wait(STARTUP_WAIT_SECONDS):
+            logger.warning(
+                "Databricks has not answered the startup checks within %.0f s: serving "
+                "meanwhile; they go on in the background",
+                STARTUP_WAIT_SECONDS,
+            )
+
+    def _startup_checks(self) -> None:
         self._remove_interrupted_uploads()
         try:
             self._ensure_table()
-        except StorageUnavailable as error:
+        except StorageError as error:
             self.rows.answering = False  # uploads queue their rows at once
             logger.warning("evidence_metadata not checked yet (will retry): %s", error)
         try:
             self.client.volumes.read(self.volume_name)
-        except _TRANSPORT_ERRORS as error:
+        except TRANSPORT_ERRORS as error:
             logger.error("%s", self._files_error(error, "WRITE VOLUME"))
-        self._deliverer.start()
+        except StorageError as error:  # no client yet: the next use builds one
+            logger.error("%s", error)
 
     def close(self) -> None:
         self._stopping.set()
@@ -208,7 +250,7 @@ class DatabricksBackend(StorageBackend):
             except sqlite3.IntegrityError:
                 raise EvidenceExists(f"record {record.id} is being stored already") from None
             try:
-                self._upload(staged.path, record.volume_path, staged.size)
+                self._upload(staged, record)
             except EvidenceExists:  # the file there is not ours: leave it
                 self.outbox.remove([record.id])
                 raise
@@ -231,28 +273,65 @@ class DatabricksBackend(StorageBackend):
             return copies
         return self.rows.copies_of(record)
 
-    def _upload(self, local_path: Path, volume_path: str, size: int) -> None:
-        large = self._large_uploads if size > UPLOAD_PART_BYTES else nullcontext()
+    def _upload(self, staged: StagedFile, record: EvidenceRecord) -> None:
+        volume_path = record.volume_path
+        large = self._large_uploads if staged.size > UPLOAD_PART_BYTES else nullcontext()
         try:
             with large:
                 self.client.files.upload_from(
                     volume_path,
-                    str(local_path),
+                    str(staged.path),
                     overwrite=False,
                     part_size=UPLOAD_PART_BYTES,
                     use_parallel=True,
                     parallelism=UPLOAD_PARALLELISM,
                 )
         except ResourceConflict as error:  # ALREADY_EXISTS: overwrite=False held
+            # The SDK retries a PUT whose answer was lost (a timeout, a 503 from a proxy); the
+            # retry then finds the file the first attempt wrote. Same bytes and no row for the
+            # id yet: it is ours (a stored record's file, same bytes or not, is never taken).
+            if self._volume_holds(volume_path, staged) and not self._has_row(record.id):
+                logger.info("%s was already written by an earlier attempt", volume_path)
+                return
             raise EvidenceExists(
                 f"{volume_path} is already in the Volume; nothing was replaced"
             ) from error
-        except _TRANSPORT_ERRORS as error:
+        except TRANSPORT_ERRORS as error:
             raise self._files_error(error, "WRITE VOLUME") from error
         except TypeError as error:
             # databricks-sdk 0.162 raises TypeError while logging a non-JSON error answer to a
             # streamed upload (a proxy's HTML page, say): it is still a failed request.
             raise StorageUnavailable(f"Databricks Files API upload failed: {error}") from error
+
+    def _volume_holds(self, volume_path: str, staged: StagedFile) -> bool:
+        """Whether the Volume file has exactly the staged bytes: its size, then the SHA-256 of
+        a streamed download. False when that cannot be told now."""
+        try:
+            if self.client.files.get_metadata(volume_path).content_length != staged.size:
+                return False
+            contents = self.client.files.download(volume_path).contents
+            if contents is None:
+                return False
+            with contents:
+                found = sha256_of(contents)
+        except TRANSPORT_ERRORS as error:
+            logger.warning("cannot compare %s with the upload: %s", volume_path, error)
+            return False
+        return found == (staged.content_hash, staged.size)
+
+    def _has_row(self, evidence_id: str) -> bool:
+        """Whether the table holds a row for the id; True when that cannot be told now, so
+        a caller that would take the file leaves it instead."""
+        try:
+            return bool(
+                self._read(
+                    f"SELECT 1 FROM {self.table} WHERE id = :id LIMIT 1",  # noqa: S608 - quoted
+                    {"id": evidence_id},
+                )
+            )
+        except StorageError as error:
+            logger.warning("cannot tell whether %s has a row: %s", evidence_id, error)
+            return True
 
     def _withdraw_upload(self, record: EvidenceRecord) -> bool:
         """Remove the file of an upload that got no 201 (a failed or interrupted one may still
@@ -262,7 +341,7 @@ class DatabricksBackend(StorageBackend):
             self.client.files.delete(record.volume_path)
         except NotFound:
             pass
-        except _TRANSPORT_ERRORS as error:
+        except _UNREACHABLE as error:
             logger.warning("cannot remove the file of unacknowledged upload %s yet: %s",
                            record.id, error)  # fmt: skip
             with self._withdrawals_lock:
@@ -319,9 +398,20 @@ class DatabricksBackend(StorageBackend):
         return {str(row[0]) for row in rows} | self.outbox.engagements()
 
     def known_ids(self) -> set[str]:
-        """Every id in the table or on its way there."""
-        rows = self._read(f"SELECT id FROM {self.table}")  # noqa: S608 - a quoted name only
-        return {str(row[0]) for row in rows} | self.outbox.ids()
+        """Every id in the table or on its way there, read in pages by id: one SELECT of
+        every id would pass the 25 MiB an INLINE result may hold near a million rows."""
+        known = self.outbox.ids()
+        after = ""
+        while True:
+            rows = self._read(
+                f"SELECT id FROM {self.table} WHERE id > :after "  # noqa: S608 - quoted name
+                f"ORDER BY id LIMIT {IDS_PER_PAGE}",
+                {"after": after},
+            )
+            known.update(str(row[0]) for row in rows)
+            if len(rows) < IDS_PER_PAGE:
+                return known
+            after = str(rows[-1][0])
 
     def volume_files(self) -> Iterator[VolumeFile]:
         """Every file under the evidence directory, at any depth."""
@@ -332,7 +422,7 @@ class DatabricksBackend(StorageBackend):
                 entries = list(self.client.files.list_directory_contents(directory))
             except NotFound:
                 continue
-            except _TRANSPORT_ERRORS as error:
+            except TRANSPORT_ERRORS as error:
                 raise self._files_error(error, "READ VOLUME") from error
             for entry in entries:
                 path = (entry.path or "").rstrip("/")
@@ -348,8 +438,14 @@ class DatabricksBackend(StorageBackend):
                 )
 
     def _deliver_forever(self) -> None:
+        try:
+            self._startup_checks()
+        except Exception:  # logged; the loop below still delivers
+            logger.exception("unexpected error in kmflow's startup checks of Databricks")
+        finally:
+            self._checked.set()
         while not self._stopping.is_set():
-            self._wake.wait(self._retry_seconds)
+            self._wake.wait(self.rows.retry_seconds(self._retry_seconds))
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -371,20 +467,24 @@ class DatabricksBackend(StorageBackend):
             f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {where} "  # noqa: S608
             f"ORDER BY stored_at DESC, id DESC LIMIT {int(limit)}"
         )
-        return [record_from_row(row) for row in self._read(sql, params)]
+        # A page that could pass what an INLINE result may hold comes as EXTERNAL_LINKS.
+        large = limit * self._max_row_bytes > INLINE_RESULT_BUDGET_BYTES
+        return [record_from_row(row) for row in self._read(sql, params, large=large)]
 
-    def _read(self, sql: str, params: Mapping[str, SqlValue] | None = None) -> list[list[Any]]:
+    def _read(
+        self, sql: str, params: Mapping[str, SqlValue] | None = None, *, large: bool = False
+    ) -> list[list[Any]]:
         """A query of the table; a table that does not exist yet (a fresh deployment, a dry
         run before the first write) holds no rows rather than failing."""
         if not self._table_ready:
             try:
                 exists = self.client.tables.exists(self.table_name).table_exists
-            except _TRANSPORT_ERRORS as error:
+            except TRANSPORT_ERRORS as error:
                 raise StorageUnavailable(f"cannot look up {self.table_name}: {error}") from error
             if not exists:
                 return []
             self._table_ready = True
-        return self.sql.run(sql, params)
+        return self.sql.run(sql, params, large=large)
 
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         for record in self.outbox.queued_for(engagement_id):
@@ -427,7 +527,9 @@ class DatabricksBackend(StorageBackend):
             raise StorageMisconfigured(f"record {record.id} points outside {self.root}")
         try:
             contents = self.client.files.download(record.volume_path).contents
-        except _TRANSPORT_ERRORS as error:
+        except NotFound as error:
+            raise self._missing_file(record, error) from error
+        except TRANSPORT_ERRORS as error:
             raise self._files_error(error, "READ VOLUME") from error
         if contents is None:
             raise StorageUnavailable(f"Databricks returned no content for {record.id}")
@@ -435,9 +537,29 @@ class DatabricksBackend(StorageBackend):
 
     # -- health and errors -------------------------------------------------------------------------
 
+    def _missing_file(self, record: EvidenceRecord, error: NotFound) -> StorageError:
+        """A record whose file is gone: said as such (as the local backend says it), with the
+        advice to create the volume only when the volume itself is what is missing."""
+        try:
+            self.client.volumes.read(self.volume_name)
+        except NotFound:
+            return self._files_error(error, "READ VOLUME")
+        except _UNREACHABLE:
+            pass  # the file is missing; whether its volume is too cannot be told now
+        return StorageUnavailable(
+            f"the file of record {record.id} is missing from volume {self.volume_name} "
+            f"({record.volume_path}): it was removed outside kmflow"
+        )
+
     @property
     def store_location(self) -> str:
-        return f"{self.client.config.host}{self.root}"
+        """Never builds a client (it is logged at startup): the configured host, else the
+        SDK's once a client exists."""
+        host = self._host
+        if host is None and isinstance(self.client, LazyWorkspaceClient):
+            built = self.client.built()
+            host = built.config.host if built is not None else None
+        return f"{host or '(the SDK credential chain host)'}{self.root}"
 
     def probes(self) -> list[Probe]:
         def volume_reachable() -> str:
@@ -450,7 +572,8 @@ class DatabricksBackend(StorageBackend):
             details = self._probe_warehouse()
             if not details["warehouse_reachable"]:
                 state = details.get("warehouse_state") or details.get("warehouse_error")
-                raise StorageUnavailable(f"warehouse {details.get('warehouse_id')}: {state}")
+                note = f" ({details['warehouse_detail']})" if "warehouse_detail" in details else ""
+                raise StorageUnavailable(f"warehouse {details.get('warehouse_id')}: {state}{note}")
             return f"warehouse {details['warehouse_id']} RUNNING"
 
         def metadata_delivered() -> str:
@@ -458,7 +581,12 @@ class DatabricksBackend(StorageBackend):
             metrics.PENDING_METADATA_ROWS.set(pending)
             # Rows in a round right now are on their way, not waiting on anything.
             if stalled := self.outbox.stalled():
-                why = f"; last error: {last_error.splitlines()[0][:200]}" if last_error else ""
+                if refused := self.rows.refused:  # not an outage: someone has to act
+                    why = f"; the warehouse refuses them until fixed: {refused[:300]}"
+                elif last_error:
+                    why = f"; last error: {last_error.splitlines()[0][:200]}"
+                else:
+                    why = ""
                 raise StorageUnavailable(f"{stalled} metadata row(s) waiting for the table{why}")
             return f"no metadata rows waiting ({pending} on their way)"
 
@@ -484,13 +612,16 @@ class DatabricksBackend(StorageBackend):
         }
         if last_error:
             details["last_metadata_error"] = last_error.splitlines()[0][:200]
+        if self.rows.refused:
+            details["metadata_refused"] = self.rows.refused[:300]
         return BackendHealth(reachable=bool(volume_details["volume_reachable"]), details=details)
 
     def _probe_volume(self) -> dict[str, object]:
         try:
             self.probe_client.volumes.read(self.volume_name)
-        except _TRANSPORT_ERRORS as error:
-            message = str(self._files_error(error, "READ VOLUME"))
+        except _UNREACHABLE as error:
+            failure = error if isinstance(error, StorageError) else None  # no client built
+            message = str(failure or self._files_error(error, "READ VOLUME"))
             return {"volume_reachable": False, "volume_error": message.splitlines()[0][:200]}
         return {"volume_reachable": True}
 
@@ -500,57 +631,49 @@ class DatabricksBackend(StorageBackend):
             return {"warehouse_reachable": False, "warehouse_error": "not discovered yet"}
         try:
             warehouse = self.probe_client.warehouses.get(warehouse_id)
-        except _TRANSPORT_ERRORS as error:
+        except _UNREACHABLE as error:
             return {
                 "warehouse_id": warehouse_id,
                 "warehouse_reachable": False,
                 "warehouse_error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
             }
         state = warehouse.state.value if warehouse.state else "UNKNOWN"
-        return {
+        details: dict[str, object] = {
             "warehouse_id": warehouse_id,
             "warehouse_state": state,
-            "warehouse_reachable": state == "RUNNING",
+            "warehouse_reachable": state == "RUNNING",  # runs statements right now
         }
+        if note := WAREHOUSE_STATE_NOTES.get(state):
+            details["warehouse_detail"] = note
+        return details
 
     def _files_error(self, error: Exception, privilege: str) -> StorageError:
-        """The runbook's troubleshooting cases as messages an operator can act on."""
+        """The runbook's troubleshooting cases as messages an operator can act on. A NotFound
+        here is the volume's (a record's missing file is told apart in `_open`)."""
         if isinstance(error, NotFound):
             return StorageMisconfigured(
-                f"Unity Catalog volume {self.volume_name} or the file does not exist "
-                f"(RESOURCE_DOES_NOT_EXIST). If the volume is missing, create it: "
+                f"Unity Catalog volume {self.volume_name} does not exist "
+                f"(RESOURCE_DOES_NOT_EXIST). Create it: "
                 f"CREATE VOLUME IF NOT EXISTS {self.volume_name};"
             )
         if isinstance(error, PermissionDenied):
+            # Grants name a service principal by its application id, which is the OAuth
+            # client id: that one is known when kmflow uses OAuth M2M.
+            if self._client_id:
+                grantee, note = f"`{self._client_id}`", ""
+            else:
+                grantee = "`<service principal application id>`"
+                note = " (a service principal is named by its application id in grants)"
             return StorageMisconfigured(
                 f"PERMISSION_DENIED: the service principal lacks {privilege} on volume "
                 f"{self.volume_name}. Grant it: GRANT {privilege} ON VOLUME {self.volume_name} "
-                "TO `kmflow-api`;"
+                f"TO {grantee};{note}"
             )
         if isinstance(error, Unauthenticated):
+            reason = (str(error).splitlines() or ["HTTP 401"])[0][:300]
+            if self._credentials in reason:  # said already (see _NamedCredentials)
+                return StorageMisconfigured(reason)
             return StorageMisconfigured(
-                "Databricks rejected kmflow's credentials: check DATABRICKS_TOKEN"
+                f"Databricks refused kmflow's credentials (check {self._credentials}): {reason}"
             )
         return StorageUnavailable(f"Databricks Files API unavailable: {error}")
-
-
-def workspace_client(settings: Settings, timeout_seconds: int | None = None) -> WorkspaceClient:
-    """A client from DATABRICKS_HOST/DATABRICKS_TOKEN, or the SDK's own credential chain.
-
-    `timeout_seconds` caps both the SDK's retries and each request (for health probes).
-    """
-    token = settings.databricks_token.get_secret_value() if settings.databricks_token else None
-    try:
-        config = Config(
-            host=settings.databricks_host,
-            token=token,
-            retry_timeout_seconds=timeout_seconds or settings.databricks_retry_timeout_seconds,
-            http_timeout_seconds=timeout_seconds or settings.databricks_http_timeout_seconds,
-        )
-    except ValueError as error:
-        message = str(error).replace(token, "***") if token else str(error)
-        raise StorageMisconfigured(
-            "cannot configure Databricks authentication: set DATABRICKS_HOST and "
-            f"DATABRICKS_TOKEN, or a profile the SDK can use ({message.splitlines()[0]})"
-        ) from None
-    return WorkspaceClient(config=config)

@@ -16,7 +16,9 @@ own, and one statement never carries an id twice.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -29,6 +31,8 @@ from app.storage.databricks_sql import (
     MAX_LOOKUPS,
     MAX_MERGE_ROWS,
     SqlValue,
+    StatementConflict,
+    StatementRefused,
     StatementRunner,
     copies_statement,
     merge_chunks,
@@ -41,6 +45,8 @@ from app.storage.round_batcher import BatcherClosed, RoundBatcher, Ticket
 
 logger = logging.getLogger(__name__)
 
+CONFLICT_RETRIES = 3
+MAX_REFUSED_RETRY_SECONDS = 60.0
 # An upload smaller than this tells the next round its row is on its way while its file is
 # still going to the Volume (a round may wait a moment for it); a bigger one would only hold
 # rounds up.
@@ -88,6 +94,9 @@ class MetadataRows:
         # False after a failed or too slow round: rows then go straight to the outbox, and the
         # delivery thread finds out when the warehouse answers again.
         self.answering = True
+        # The warehouse's last refusal (a privilege, the table), until rows go through again.
+        self.refused: str | None = None
+        self._refusals = 0
         self._rounds: RoundBatcher[MetadataJob] = RoundBatcher(
             self._run_round, max_jobs=MAX_MERGE_ROWS, name="kmflow-metadata"
         )
@@ -228,22 +237,60 @@ class MetadataRows:
         for chunk in merge_chunks(records):
             try:
                 self._ensure_table()
-                metrics.METADATA_STATEMENTS.labels("MERGE").inc()
-                self._sql.run(*merge_rows_statement(self._table, chunk))
+                self._merge(chunk)
             except StorageError as error:  # never fail an upload whose file is already safe
-                if self.answering:
-                    logger.warning("metadata rows queued, warehouse not answering: %s", error)
-                self.answering = False
+                self._note_failure(error)
                 failed = [r.id for r in records if r.id not in delivered]
                 self.outbox.record_failure(failed, str(error), self._owner)
                 return delivered
             ids = [record.id for record in chunk]
             self.outbox.remove(ids)
             delivered.update(ids)
-        if not self.answering:
-            logger.info("warehouse answering again; delivering queued metadata rows")
-        self.answering = True
+        if not self.answering or self.refused:
+            logger.info("warehouse taking metadata rows again; delivering queued ones")
+        self.answering, self.refused, self._refusals = True, None, 0
         return delivered
+
+    def _merge(self, chunk: Sequence[EvidenceRecord]) -> None:
+        """One MERGE, run again at once (after a short random pause) when a concurrent commit
+        to the table won: a conflict commits nothing, and the MERGE inserts only missing ids."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            metrics.METADATA_STATEMENTS.labels("MERGE").inc()
+            try:
+                self._sql.run(*merge_rows_statement(self._table, chunk))
+                return
+            except StatementConflict:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25) * 2**attempt)  # noqa: S311 - jitter
+
+    def _note_failure(self, error: StorageError) -> None:
+        """Say what kept the rows out, once per kind, and how the next tries should go."""
+        if isinstance(error, StatementConflict):
+            logger.warning(
+                "metadata rows queued: concurrent writes to %s kept conflicting (another "
+                "writer; row-level concurrency needs deletion vectors and no partitions): %s",
+                self._table, error,
+            )  # fmt: skip
+            return  # the warehouse answers: the next round tries again
+        if isinstance(error, StatementRefused):
+            if str(error) != self.refused:
+                logger.error(
+                    "metadata rows queued: the warehouse refuses them until someone acts (a "
+                    "privilege such as MODIFY on %s, the table itself): %s", self._table, error,
+                )  # fmt: skip
+            self.refused = str(error)
+            self._refusals += 1
+        elif self.answering:
+            logger.warning("metadata rows queued, warehouse not answering: %s", error)
+        self.answering = False
+
+    def retry_seconds(self, base: float) -> float:
+        """How long the delivery thread waits before its next try: `base`, or longer and
+        longer while the warehouse refuses the rows (repeating a refusal helps nobody)."""
+        if not self.refused:
+            return base
+        return min(MAX_REFUSED_RETRY_SECONDS, base * 2.0 ** min(self._refusals, 16))
 
     def _packable(self, records: Sequence[EvidenceRecord]) -> list[EvidenceRecord]:
         """Rows a MERGE can carry; one that cannot (queued by an older kmflow) is set aside

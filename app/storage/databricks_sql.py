@@ -24,7 +24,9 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest, NotFound, PermissionDenied
 from databricks.sdk.errors.base import DatabricksError
 from databricks.sdk.service.sql import (
+    Disposition,
     ExecuteStatementRequestOnWaitTimeout,
+    Format,
     State,
     StatementParameterListItem,
     StatementResponse,
@@ -49,11 +51,24 @@ COLUMNS = (
 SqlValue = str | int | None
 
 _POLL_FIRST_SECONDS = 0.2
+_CHUNK_DOWNLOAD_SECONDS = 120
 _POLL_MAX_SECONDS = 2.0
 
 
 class StatementFailed(StorageUnavailable):
     """The warehouse ran the statement and reported an error (syntax, permissions, ...)."""
+
+
+class StatementConflict(StatementFailed):
+    """A concurrent commit to the table won (Delta's optimistic concurrency, SQLSTATE 2D521:
+    DELTA_CONCURRENT_APPEND and its siblings); nothing was committed, so running the statement
+    again may succeed at once."""
+
+
+class StatementRefused(StatementFailed):
+    """The warehouse will refuse this statement until someone changes something: a missing
+    privilege (SQLSTATE 42501), table (42P01) or warehouse, SQL it cannot parse (class 42), a
+    value it cannot take (class 22). Retrying soon only repeats the refusal."""
 
 
 class WarehouseUnavailable(StorageUnavailable):
@@ -239,11 +254,14 @@ class StatementRunner:
         sql: str,
         params: Mapping[str, SqlValue] | None = None,
         timeout: float | None = None,
+        *,
+        large: bool = False,
     ) -> list[list[Any]]:
         """Run one statement to completion and return its rows (empty for DDL and DML).
 
         `timeout` (default: the runner's) bounds the waiting and polling, not the SDK's own
-        retries of 429/503.
+        retries of 429/503. `large`: the result may pass the 25 MiB an INLINE result may hold
+        (the statement then fails), so it comes as EXTERNAL_LINKS, fetched chunk by chunk.
         """
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
@@ -256,11 +274,13 @@ class StatementRunner:
                 # The API accepts 0 (return at once) or 5-50 seconds.
                 wait_timeout=f"{wait}s" if wait >= 5 else "0s",
                 on_wait_timeout=ExecuteStatementRequestOnWaitTimeout.CONTINUE,
+                disposition=Disposition.EXTERNAL_LINKS if large else None,
+                format=Format.JSON_ARRAY if large else None,
             )
             response = self._until_finished(response, deadline, timeout)
             return self._rows(response)
         except (BadRequest, PermissionDenied, NotFound) as error:
-            raise StatementFailed(f"SQL statement refused: {error}") from error
+            raise StatementRefused(f"SQL statement refused: {error}") from error
         except (DatabricksError, requests.RequestException, TimeoutError) as error:
             raise WarehouseUnavailable(f"SQL warehouse did not answer: {error}") from error
 
@@ -283,8 +303,10 @@ class StatementRunner:
         if state != StatementState.SUCCEEDED:
             error = response.status.error if response.status else None
             code = error.error_code.value if error and error.error_code else "UNKNOWN"
-            message = error.message if error else "no error message"
-            raise StatementFailed(f"SQL statement {state.value}: {code}: {message}")
+            message = (error.message if error else None) or "no error message"
+            sql_state = (response.status.sql_state if response.status else None) or ""
+            failure = _failure_kind(sql_state, code, message)
+            raise failure(f"SQL statement {state.value}: {code} (SQLSTATE {sql_state}): {message}")
         return response
 
     def _cancel(self, statement_id: str | None) -> None:
@@ -296,15 +318,54 @@ class StatementRunner:
             logger.warning("could not cancel SQL statement %s: %s", statement_id, error)
 
     def _rows(self, response: StatementResponse) -> list[list[Any]]:
+        """Every chunk's rows: inline ones as they are, external ones downloaded."""
         result = response.result
-        rows: list[list[Any]] = list((result.data_array if result else None) or [])
-        while result is not None and result.next_chunk_index is not None:
+        rows: list[list[Any]] = []
+        while result is not None:
+            rows += result.data_array or []
+            for link in result.external_links or []:
+                rows += _download_chunk(link.external_link)
+            if result.next_chunk_index is None:
+                break
             assert response.statement_id is not None
             result = self.client.statement_execution.get_statement_result_chunk_n(
                 response.statement_id, result.next_chunk_index
             )
-            rows += result.data_array or []
         return rows
+
+
+def _download_chunk(url: str | None) -> list[list[Any]]:
+    """One EXTERNAL_LINKS chunk: a short-lived cloud storage URL that must be fetched WITHOUT
+    the workspace's Authorization header (Statement Execution API docs), so plain `requests`.
+    The URL carries a signature: it is never logged or put in an error."""
+    if not url:
+        raise WarehouseUnavailable("a result chunk came without its link")
+    try:
+        answer = requests.get(url, timeout=_CHUNK_DOWNLOAD_SECONDS)
+        answer.raise_for_status()
+        rows: list[list[Any]] = answer.json()
+    except (requests.RequestException, ValueError) as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        raise WarehouseUnavailable(
+            f"downloading a result chunk failed ({type(error).__name__}, HTTP {status})"
+        ) from None
+    return rows
+
+
+# SQLSTATE classes whose errors stay until someone acts: 42 syntax error or access rule
+# violation (42501 insufficient privilege, 42P01 table or view not found, 42601 parse error),
+# 22 data exception (a value the column cannot take), 0A feature not supported.
+_REFUSED_SQL_STATE_CLASSES = ("42", "22", "0A")
+
+
+def _failure_kind(sql_state: str, code: str, message: str) -> type[StatementFailed]:
+    """Which StatementFailed a FAILED statement is, by its SQLSTATE (Databricks error
+    conditions document one per error, e.g. DELTA_CONCURRENT_APPEND: 2D521)."""
+    if sql_state == "2D521" or "[DELTA_CONCURRENT_" in message:
+        return StatementConflict
+    if sql_state[:2] in _REFUSED_SQL_STATE_CLASSES or code in ("BAD_REQUEST", "NOT_FOUND"):
+        return StatementRefused
+    return StatementFailed
 
 
 def _state(response: StatementResponse) -> StatementState:

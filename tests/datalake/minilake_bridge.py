@@ -12,22 +12,45 @@ nothing in `app/` knows about it:
   MiniLake takes any number.
 - SQL errors answer HTTP 200 with `status.state = FAILED` (MiniLake answers HTTP 400).
 - A statement on a STOPPED warehouse stays PENDING (MiniLake runs it anyway).
+- INLINE results over 25 MiB fail as on Databricks; smaller ones come in chunks of 5,000 rows
+  (MiniLake answers any size in one piece).
+- Presigned URL requests (`create-download-url`, `create-upload-part-urls`) answer as in a
+  workspace that disabled them, so every SDK version falls back to the Files API (MiniLake
+  answers "not implemented", which older SDKs do not fall back from).
 - Files API calls under a volume that was never created answer 404 RESOURCE_DOES_NOT_EXIST
   (MiniLake writes anywhere); volumes listed in `deny_writes` answer 403 PERMISSION_DENIED on
   writes (MiniLake records grants but does not enforce them).
 - Injected faults (`add_fault`): a JSON 429/503 or a delay, for paths matching a pattern
   (and, for statements, SQL text matching one), or a statement that ends FAILED.
+- OAuth M2M (MiniLake has no OAuth endpoints and ignores Authorization), as databricks-sdk
+  0.162 uses it against a workspace host with `auth_type="oauth-m2m"`: `Config()` first reads
+  `GET {host}/.well-known/databricks-config` and takes `oidc_endpoint` + the well-known suffix
+  as its `discovery_url` (`config.py` `_resolve_host_metadata`, `oauth.py` `get_host_metadata`;
+  without it `databricks_oidc_endpoints` has no URL and oauth-m2m fails), then
+  `GET {host}/oidc/.well-known/oauth-authorization-server` for `token_endpoint`
+  (`credentials_provider.py` `oauth_service_principal`, `oauth.py` `get_endpoints_from_url`),
+  then on its first request `POST {token_endpoint}`, form body `grant_type=client_credentials`
+  and `scope=all-apis`, the client id and secret as HTTP basic auth (`oauth.ClientCredentials`,
+  `use_header=True`; `retrieve_token` also supports them as form fields, so both are taken).
+  A refused client gets 401 `{"error": "invalid_client", ...}`, which `retrieve_token` turns
+  into `ValueError("invalid_client: ...")`. The metadata's shape is the Databricks CLI test
+  server's (databricks/cli `libs/testserver/server.go`: `oidc_endpoint` = host + `/oidc`, a
+  `workspace_id`). Clients are registered with `add_oauth_client`; requests bearing a token
+  issued to one are counted per client in `oauth_requests`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,8 +59,28 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _STATEMENTS = "/api/2.0/sql/statements"
+_CHUNK_PATH = re.compile(r"/api/2\.0/sql/statements/([^/]+)/result/chunks/(\d+)")
 _VOLUME_PATH = re.compile(r"^/api/2\.0/fs/(?:files|directories)/Volumes/([^/]+)/([^/]+)/([^/]+)")
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT", "LONG"}
+# Presigned (cloud storage) URLs for the Files API: MiniLake answers "not implemented", which no
+# SDK handles. The bridge answers as a workspace whose admin has them disabled: 403 with the
+# ErrorInfo reason the SDK checks (`_is_presigned_urls_disabled_error`, databricks-sdk 0.72
+# `mixins/files.py`), after which the SDK falls back to plain Files API calls.
+_PRESIGNED_URL_CALLS = {
+    "/api/2.0/fs/create-download-url",
+    "/api/2.0/fs/create-upload-part-urls",
+    "/api/2.0/fs/create-abort-upload-url",
+}
+_PRESIGNED_URLS_DISABLED = {
+    "error_code": "PERMISSION_DENIED",
+    "message": "Presigned URLs are disabled in this workspace.",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                 "reason": "FILES_API_API_IS_NOT_ENABLED", "domain": "filesystem.databricks.com"}],
+}  # fmt: skip
+_HOST_METADATA = "/.well-known/databricks-config"
+_OIDC_DISCOVERY = "/oidc/.well-known/oauth-authorization-server"
+_OIDC_TOKEN = "/oidc/v1/token"
+OAUTH_TOKEN_SECONDS = 3600
 MAX_PARAMETERS = 255  # more fail; see the module docstring
 FAILED = 0  # a Fault status: the statement is accepted, then ends FAILED (HTTP 200)
 
@@ -50,6 +93,10 @@ class Fault:
     times: int
     delay: float = 0.0
     statement: re.Pattern[str] | None = None  # statements only: SQL text to match
+    landed: bool = False  # the request is carried out first; only its answer is lost
+    retry_after: int = 0  # seconds, in the Retry-After header of a 429/503
+    sql_state: str = ""  # FAILED: the statement's SQLSTATE
+    message: str = "injected failure"  # FAILED: its error message
 
 
 def sql_literal(value: str | None, type_name: str | None) -> str:
@@ -87,6 +134,15 @@ class MiniLakeBridge:
         self.faults: list[Fault] = []
         self.statements: list[dict[str, Any]] = []  # as received, before binding
         self._pending: set[str] = set()
+        # INLINE results: the most a statement's rows may take (Databricks: 25 MiB, "Limits and
+        # limitations" of the Statement Execution API), and rows per chunk (Databricks does
+        # not document its chunk size; smaller here, so clients' chunk loops are exercised).
+        self.inline_result_bytes = 25 * 1024 * 1024
+        self.inline_chunk_rows = 5_000
+        self._chunks: dict[str, list[dict[str, Any]]] = {}  # by statement id
+        self.oauth_clients: dict[str, str] = {}  # client id -> secret (see add_oauth_client)
+        self.oauth_requests: dict[str, int] = {}  # client id -> requests with its tokens
+        self._oauth_tokens: dict[str, str] = {}  # access token -> client id
 
     def add_fault(
         self,
@@ -97,18 +153,33 @@ class MiniLakeBridge:
         times: int = 1,
         delay: float = 0.0,
         statement: str | None = None,
+        landed: bool = False,
+        retry_after: int = 0,
+        sql_state: str = "",
+        message: str = "injected failure",
     ) -> None:
+        """`landed`: MiniLake carries the request out, then the client gets `status` instead of
+        its answer (a timeout or a proxy's 503 after the work was done)."""
         pattern = re.compile(statement) if statement is not None else None
-        self.faults.append(Fault(re.compile(path), method, status, times, delay, pattern))
+        self.faults.append(
+            Fault(re.compile(path), method, status, times, delay, pattern, landed, retry_after,
+                  sql_state, message)
+        )  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        method, path = scope["method"], scope["path"]
-        if await self._injected_fault(method, path, receive, send):
+        if await self._injected_fault(scope["method"], scope["path"], scope, receive, send):
             return
-        if method == "POST" and path == _STATEMENTS:
+        await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        self._count_oauth_request(scope)
+        if path in (_HOST_METADATA, _OIDC_DISCOVERY, _OIDC_TOKEN):
+            await self._oauth_call(scope, receive, send)
+        elif method == "POST" and path == _STATEMENTS:
             await self._execute_statement(scope, receive, send)
         elif method == "GET" and path.removeprefix(_STATEMENTS + "/") in self._pending:
             statement_id = path.removeprefix(_STATEMENTS + "/")
@@ -118,20 +189,99 @@ class MiniLakeBridge:
         elif method == "POST" and path.endswith("/cancel") and path.startswith(_STATEMENTS):
             self._pending.discard(path.removeprefix(_STATEMENTS + "/").removesuffix("/cancel"))
             await json_answer(send, 200, {})
+        elif method == "GET" and (chunk := self._stored_chunk(path)) is not None:
+            await json_answer(send, 200, chunk)
+        elif path in _PRESIGNED_URL_CALLS:
+            await read_body(receive)
+            await json_answer(send, 403, _PRESIGNED_URLS_DISABLED)
         elif match := _VOLUME_PATH.match(path):
             await self._files_call(scope, receive, send, ".".join(match.groups()))
         else:
             await self.app(scope, receive, send)
 
-    async def _injected_fault(self, method: str, path: str, receive: Receive, send: Send) -> bool:
+    def add_oauth_client(self, client_id: str, secret: str) -> None:
+        """A service principal's OAuth client: its application id and one OAuth secret."""
+        self.oauth_clients[client_id] = secret
+
+    def _count_oauth_request(self, scope: Scope) -> None:
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        client_id = self._oauth_tokens.get(authorization.removeprefix("Bearer "))
+        if client_id is not None:
+            self.oauth_requests[client_id] = self.oauth_requests.get(client_id, 0) + 1
+
+    async def _oauth_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The workspace's host metadata, OIDC discovery and token endpoints (see above)."""
+        body = await read_body(receive)
+        headers = dict(scope["headers"])
+        base = f"{scope['scheme']}://{headers.get(b'host', b'127.0.0.1').decode('latin-1')}"
+        path = scope["path"]
+        if path == _HOST_METADATA and scope["method"] == "GET":
+            await json_answer(send, 200, {"oidc_endpoint": f"{base}/oidc",
+                                          "workspace_id": "900800700600"})  # fmt: skip
+        elif path == _OIDC_DISCOVERY and scope["method"] == "GET":
+            await json_answer(send, 200, {
+                "issuer": f"{base}/oidc",
+                "authorization_endpoint": f"{base}/oidc/v1/authorize",
+                "token_endpoint": f"{base}{_OIDC_TOKEN}",
+                "grant_types_supported": ["client_credentials", "authorization_code",
+                                          "refresh_token"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                          "client_secret_post"],
+            })  # fmt: skip
+        elif path == _OIDC_TOKEN and scope["method"] == "POST":
+            status, answer = self._issue_token(headers.get(b"authorization", b""), body)
+            await json_answer(send, status, answer)
+        else:
+            await json_answer(send, 405, {"error_code": "BAD_REQUEST",
+                                          "message": f"{scope['method']} {path}"})  # fmt: skip
+
+    def _issue_token(self, authorization: bytes, body: bytes) -> tuple[int, dict[str, Any]]:
+        form = {name: values[0] for name, values in parse_qs(body.decode("utf-8")).items()}
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        if authorization.startswith(b"Basic "):
+            decoded = base64.b64decode(authorization.removeprefix(b"Basic ")).decode("utf-8")
+            client_id, _, secret = decoded.partition(":")
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type",
+                         "error_description": "only client_credentials is emulated"}  # fmt: skip
+        if client_id is None or self.oauth_clients.get(client_id) != secret:
+            return 401, {"error": "invalid_client",
+                         "error_description": "Client authentication failed"}  # fmt: skip
+        token = f"minilake-oauth-{secrets.token_hex(16)}"
+        self._oauth_tokens[token] = client_id
+        scope = form.get("scope", "all-apis")
+        return 200, {"access_token": token, "token_type": "Bearer",
+                     "expires_in": OAUTH_TOKEN_SECONDS, "scope": scope}  # fmt: skip
+
+    async def _injected_fault(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> bool:
         for fault in self.faults:
             if fault.statement is not None:
                 continue  # matched against the SQL text in `_execute_statement`
             if fault.times and fault.path.search(path) and fault.method in (None, method):
-                if fault.status is not None:  # answered here: the request goes no further
+                if fault.landed:
+                    await self._call_and_drop(scope, receive)
+                elif fault.status is not None:  # answered here: the request goes no further
                     await read_body(receive)
                 return await _answer_fault(fault, send)
         return False
+
+    def _stored_chunk(self, path: str) -> dict[str, Any] | None:
+        """GET /api/2.0/sql/statements/{id}/result/chunks/{n} of a result cut by the bridge."""
+        match = _CHUNK_PATH.fullmatch(path)
+        if match is None or match[1] not in self._chunks:
+            return None
+        chunks = self._chunks[match[1]]
+        return chunks[int(match[2])] if int(match[2]) < len(chunks) else None
+
+    async def _call_and_drop(self, scope: Scope, receive: Receive) -> None:
+        """Let the request do its work (through the bridge's own rules), dropping the answer."""
+
+        async def drop(message: Message) -> None:
+            return None
+
+        await self._route(scope, receive, drop)
 
     async def _execute_statement(self, scope: Scope, receive: Receive, send: Send) -> None:
         payload = json.loads(await read_body(receive) or b"{}")
@@ -161,14 +311,43 @@ class MiniLakeBridge:
                 send, 200, {"statement_id": statement_id, "status": {"state": "PENDING"}}
             )
             return
-        status, answer = await self._call("POST", _STATEMENTS, json.dumps(payload).encode())
+        status, answer = await self._call(
+            "POST", _STATEMENTS, json.dumps(payload).encode(), server=scope["server"]
+        )
         if status == 400 and str(answer.get("message", "")).startswith("SQL execution failed"):
             status, answer = 200, {
                 "statement_id": str(uuid.uuid4()),
                 "status": {"state": "FAILED", "sql_state": "42000",
                            "error": {"error_code": "BAD_REQUEST", "message": answer["message"]}},
             }  # fmt: skip
+        if status == 200 and payload.get("disposition", "INLINE") == "INLINE":
+            answer = self._inline_result(answer)
         await json_answer(send, status, answer)
+
+    def _inline_result(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """An INLINE result as Databricks gives it: refused over the 25 MiB limit (counted here
+        as the JSON of its rows), else cut into chunks the client fetches one by one."""
+        result = answer.get("result") or {}
+        rows = result.get("data_array") or []
+        if len(json.dumps(rows)) > self.inline_result_bytes:
+            return {
+                "statement_id": answer.get("statement_id"),
+                "status": {"state": "FAILED", "sql_state": "54000", "error": {
+                    "error_code": "BAD_REQUEST",
+                    "message": f"[INLINE_RESULT_TOO_LARGE] the result is larger than "
+                    f"{self.inline_result_bytes} bytes, the limit of INLINE disposition; use "
+                    "EXTERNAL_LINKS (emulated by kmflow's test bridge)"}},
+            }  # fmt: skip
+        size = self.inline_chunk_rows
+        if len(rows) <= size:
+            return answer
+        statement_id = str(answer.get("statement_id"))
+        chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+        self._chunks[statement_id] = [
+            _chunk(statement_id, n, n * size, chunk, n + 1 < len(chunks))
+            for n, chunk in enumerate(chunks)
+        ]
+        return {**answer, "result": self._chunks[statement_id][0]}
 
     async def _statement_fault(self, sql: str, send: Send) -> bool:
         for fault in self.faults:
@@ -188,18 +367,26 @@ class MiniLakeBridge:
             message = f"User does not have WRITE VOLUME on {volume}."
             await json_answer(send, 403, {"error_code": "PERMISSION_DENIED", "message": message})
             return
+        if scope["method"] == "POST" and b"action=initiate-upload" in scope["query_string"]:
+            await read_body(receive)  # a multipart session, whose parts then need presigned URLs
+            token = str(uuid.uuid4())
+            await json_answer(send, 200, {"multipart_upload": {"session_token": token}})
+            return
         await self.app(scope, receive, send)
 
     async def _get(self, path: str) -> tuple[int, dict[str, Any]]:
         return await self._call("GET", path, b"")
 
-    async def _call(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        """A request to MiniLake itself, in-process, for state the bridge needs to look at."""
+    async def _call(
+        self, method: str, path: str, body: bytes, server: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> tuple[int, dict[str, Any]]:
+        """A request to MiniLake itself, in-process, for state the bridge needs to look at
+        (`server`: the address MiniLake puts in links it answers with)."""
         scope: Scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 0),
-            "server": ("127.0.0.1", 0),
+            "server": server,
             "headers": [(b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode())],
         }  # fmt: skip
@@ -227,6 +414,20 @@ class MiniLakeBridge:
         return answer["status"], parsed if isinstance(parsed, dict) else {}
 
 
+def _chunk(
+    statement_id: str, index: int, offset: int, rows: list[Any], more: bool
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "chunk_index": index, "row_offset": offset, "row_count": len(rows), "data_array": rows,
+    }  # fmt: skip
+    if more:
+        chunk["next_chunk_index"] = index + 1
+        chunk["next_chunk_internal_link"] = (
+            f"{_STATEMENTS}/{statement_id}/result/chunks/{index + 1}"
+        )
+    return chunk
+
+
 async def _answer_fault(fault: Fault, send: Send) -> bool:
     """Play one occurrence of `fault`; False if it only delays (the request then goes on)."""
     fault.times -= 1
@@ -237,8 +438,9 @@ async def _answer_fault(fault: Fault, send: Send) -> bool:
     if fault.status == FAILED:
         await json_answer(send, 200, {
             "statement_id": str(uuid.uuid4()),
-            "status": {"state": "FAILED",
-                       "error": {"error_code": "INTERNAL_ERROR", "message": "injected failure"}},
+            "status": {"state": "FAILED", "sql_state": fault.sql_state or None,
+                       "error": {"error_code": "BAD_REQUEST" if fault.sql_state else
+                                 "INTERNAL_ERROR", "message": fault.message}},
         })  # fmt: skip
         return True
     code = {429: "TOO_MANY_REQUESTS", 503: "TEMPORARILY_UNAVAILABLE"}
@@ -246,7 +448,7 @@ async def _answer_fault(fault: Fault, send: Send) -> bool:
         send, fault.status,
         {"error_code": code.get(fault.status, "INTERNAL_ERROR"),
          "message": f"injected {fault.status}"},
-        headers=[(b"retry-after", b"0")],
+        headers=[(b"retry-after", str(fault.retry_after).encode())],
     )  # fmt: skip
     return True
 

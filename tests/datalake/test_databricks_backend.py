@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.storage.base import EvidenceRecord
+from app.storage.databricks import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES
 from app.storage.databricks_sql import (
     FIELD_SEPARATOR,
     StatementFailed,
@@ -37,7 +37,7 @@ from app.storage.databricks_sql import (
     quote_name,
 )
 from app.storage.registry import create_backend
-from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
+from tests.conftest import AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
 from tests.datalake.minilake_bridge import MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
@@ -46,18 +46,6 @@ from tests.multipart import multipart_body
 from tests.transfer import round_trip
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def env(databricks_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return {**databricks_env, "STATE_PATH": str(tmp_path / "state"), "API_KEYS": API_KEY}
-
-
-@pytest.fixture
-def api(env: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_from_env(env))) as client:
-        client.headers.update(AUTH)
-        yield client
 
 
 @pytest.fixture
@@ -266,8 +254,10 @@ def test_100_mib_upload_and_download_keep_server_memory_bounded(
 
     assert transfer.record["size_bytes"] == 100 * MIB == transfer.downloaded_bytes
     assert transfer.record["content_hash"] == transfer.expected_hash == transfer.downloaded_hash
-    # Idle, the SDK makes the server ~110 MiB; a buffered body would add the file's 100 MiB.
-    assert transfer.peak_mib - transfer.idle_peak_mib < 32, transfer
+    # Idle, the SDK makes the server ~110 MiB; a buffered body would add the file's 100 MiB. A
+    # multipart upload may hold its parts in flight (older SDKs do: 2 x 16 MiB), plus slack.
+    parts_mib = UPLOAD_PART_BYTES * UPLOAD_PARALLELISM / MIB
+    assert transfer.peak_mib - transfer.idle_peak_mib < parts_mib + 16, transfer
     assert env["DATABRICKS_TOKEN"] not in log
 
 

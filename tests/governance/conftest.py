@@ -39,7 +39,7 @@ def cli_env(
     """The environment `kmflow` reads, set for in-process `app.cli.main` calls."""
     env = {
         "DATABRICKS_HOST": databricks_workspace.host,
-        "DATABRICKS_TOKEN": databricks_workspace.token,
+        **databricks_workspace.credentials(),
         "DATABRICKS_WAREHOUSE_ID": databricks_workspace.warehouse_id,
         "DATABRICKS_CATALOG": databricks_workspace.catalog,
         "DATABRICKS_RETRY_TIMEOUT_SECONDS": "10",

@@ -92,5 +92,5 @@ def test_a_stopped_warehouse_is_degraded_and_recovers(
     assert "STOPPED" in str(stopped_checks["warehouse running"]["detail"])
     assert stored_meanwhile.status_code == 201
     assert (status_after, after["status"]) == (200, "ok")  # the queued row was delivered
-    assert databricks_workspace.token not in str(stopped) + str(after)
+    assert databricks_workspace.secret not in str(stopped) + str(after)
     assert stopped["configuration"]["databricks_token"] == "**********"  # type: ignore[index]

@@ -19,7 +19,6 @@ tests/datalake/test_databricks_backend.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -43,14 +42,6 @@ STATEMENTS = r"^/api/2\.0/sql/statements"
 HTTP_TIMEOUT_SECONDS = 1
 RETRY_TIMEOUT_SECONDS = 2
 FOREVER = 1_000_000
-
-
-@pytest.fixture
-def bridge(databricks_workspace: DatabricksWorkspace) -> Iterator[MiniLakeBridge]:
-    if databricks_workspace.bridge is None:
-        pytest.skip("needs MiniLake's fault injection; not run against a real workspace")
-    yield databricks_workspace.bridge
-    databricks_workspace.bridge.faults.clear()
 
 
 @pytest.fixture
