@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Any, cast
 
@@ -40,8 +41,16 @@ class LazyWorkspaceClient:
     answer, StorageMisconfigured otherwise) and the next use tries again.
     """
 
-    def __init__(self, build: Callable[[], WorkspaceClient]) -> None:
+    def __init__(
+        self, build: Callable[[], WorkspaceClient], wait_seconds: float | None = None
+    ) -> None:
+        """`wait_seconds`: how long a use waits for a build in progress (None: until it ends).
+        The build itself goes on, on a thread of its own, and the next use waits for it again:
+        databricks-sdk 0.72 looks up the OAuth endpoints with a client of its own whose retry
+        budget is 5 minutes (`oauth.get_workspace_endpoints(host, client=_BaseClient())`),
+        whatever the configured timeouts say, and a health probe must answer in seconds."""
         self._build = build
+        self._wait_seconds = wait_seconds
         self._client: WorkspaceClient | None = None
         self._attempt: Future[WorkspaceClient] | None = None
         self._lock = threading.Lock()
@@ -52,23 +61,31 @@ class LazyWorkspaceClient:
         with self._lock:
             if self._client is not None:
                 return self._client
-            attempt, building = self._attempt, self._attempt is None
-            if attempt is None:
+            if (attempt := self._attempt) is None:
                 attempt = self._attempt = Future()
-        if not building:
-            return attempt.result()  # the outcome of the build in progress, success or not
+                threading.Thread(
+                    target=self._run_build, args=(attempt,), name="kmflow-client", daemon=True
+                ).start()
+        try:
+            return attempt.result(timeout=self._wait_seconds)  # this build's outcome
+        except FutureTimeout:
+            raise StorageUnavailable(
+                f"Databricks has not answered within {self._wait_seconds:g} s while kmflow "
+                "sets up its client (host metadata, OAuth endpoints); still trying"
+            ) from None
+
+    def _run_build(self, attempt: Future[WorkspaceClient]) -> None:
         try:
             client = self._build()
-        except BaseException as error:
-            attempt.set_exception(error)
-            raise
-        else:
-            self._client = client
-            attempt.set_result(client)
-            return client
-        finally:
+        except BaseException as error:  # noqa: BLE001 - handed to every use waiting for it
             with self._lock:
-                self._attempt = None
+                self._attempt = None  # the next use tries again
+            attempt.set_exception(error)
+            return
+        self._client = client
+        with self._lock:
+            self._attempt = None
+        attempt.set_result(client)
 
     def built(self) -> WorkspaceClient | None:
         """The client if it exists already; never builds it."""
@@ -82,10 +99,11 @@ def lazy_workspace_client(
     settings: Settings, timeout_seconds: int | None = None
 ) -> WorkspaceClient:
     """`workspace_client(settings, timeout_seconds)`, built on first use (LazyWorkspaceClient
-    answers every attribute of the client it builds)."""
-    return cast(
-        WorkspaceClient, LazyWorkspaceClient(partial(workspace_client, settings, timeout_seconds))
-    )
+    answers every attribute of the client it builds); a use waits for the build at most as
+    long as a call of that client may take."""
+    wait = timeout_seconds or settings.databricks_retry_timeout_seconds
+    build = partial(workspace_client, settings, timeout_seconds)
+    return cast(WorkspaceClient, LazyWorkspaceClient(build, wait_seconds=wait))
 
 
 class _NamedCredentials(CredentialsStrategy):

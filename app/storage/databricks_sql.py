@@ -304,7 +304,9 @@ class StatementRunner:
             error = response.status.error if response.status else None
             code = error.error_code.value if error and error.error_code else "UNKNOWN"
             message = (error.message if error else None) or "no error message"
-            sql_state = (response.status.sql_state if response.status else None) or ""
+            # `sql_state` appeared in databricks-sdk after 0.72 (older ones drop the field):
+            # then the error code and message tell the kinds apart.
+            sql_state = getattr(response.status, "sql_state", None) or ""
             failure = _failure_kind(sql_state, code, message)
             raise failure(f"SQL statement {state.value}: {code} (SQLSTATE {sql_state}): {message}")
         return response
@@ -356,6 +358,8 @@ def _download_chunk(url: str | None) -> list[list[Any]]:
 # violation (42501 insufficient privilege, 42P01 table or view not found, 42601 parse error),
 # 22 data exception (a value the column cannot take), 0A feature not supported.
 _REFUSED_SQL_STATE_CLASSES = ("42", "22", "0A")
+# The statement's `error_code` (ServiceErrorCode) for the same cases.
+_REFUSED_ERROR_CODES = ("BAD_REQUEST", "NOT_FOUND", "PERMISSION_DENIED")
 
 
 def _failure_kind(sql_state: str, code: str, message: str) -> type[StatementFailed]:
@@ -363,7 +367,7 @@ def _failure_kind(sql_state: str, code: str, message: str) -> type[StatementFail
     conditions document one per error, e.g. DELTA_CONCURRENT_APPEND: 2D521)."""
     if sql_state == "2D521" or "[DELTA_CONCURRENT_" in message:
         return StatementConflict
-    if sql_state[:2] in _REFUSED_SQL_STATE_CLASSES or code in ("BAD_REQUEST", "NOT_FOUND"):
+    if sql_state[:2] in _REFUSED_SQL_STATE_CLASSES or code in _REFUSED_ERROR_CODES:
         return StatementRefused
     return StatementFailed
 

@@ -5,6 +5,7 @@ that need it at that moment; a failed build is that use's error and the next use
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -81,3 +82,28 @@ def test_the_use_after_a_failed_build_tries_again() -> None:
 
     assert lazy.files == "the files API"
     assert outcomes == []
+
+
+def test_a_use_waits_for_a_slow_build_only_so_long_and_the_build_goes_on() -> None:
+    """An SDK that spends minutes looking up OAuth endpoints in an outage (databricks-sdk 0.72)
+    must not hold a health probe that long; the build goes on and later uses get its client."""
+    release = threading.Event()
+    builds: list[int] = []
+
+    def slow_build() -> WorkspaceClient:
+        builds.append(1)
+        release.wait(10)
+        return cast(WorkspaceClient, Built())
+
+    lazy = LazyWorkspaceClient(slow_build, wait_seconds=0.1)
+    with pytest.raises(StorageUnavailable, match="still trying"):
+        _ = lazy.files
+    with pytest.raises(StorageUnavailable, match="still trying"):
+        _ = lazy.files  # waits for the same build, does not start another
+    release.set()
+    deadline = time.monotonic() + 10
+    while lazy.built() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert lazy.files == "the files API"
+    assert builds == [1]
