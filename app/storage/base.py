@@ -34,7 +34,7 @@ from app.storage.errors import (
     InvalidInput,
     StorageUnavailable,
 )
-from app.storage.idempotency import IdempotencyKeys, KeyBinding, validate_key
+from app.storage.idempotency import IdempotencyKeys, KeyBinding, KeyClaims, validate_key
 from app.storage.names import (
     clean_file_name,
     is_evidence_id,
@@ -42,7 +42,7 @@ from app.storage.names import (
     validate_engagement_id,
 )
 from app.storage.pagination import MAX_PAGE_SIZE, is_stored_at
-from app.storage.staging import StagedFile, StagingArea, owner_is_alive
+from app.storage.staging import StagedFile, StagingArea
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -51,7 +51,6 @@ COPY_CHUNK_BYTES = 1024 * 1024
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_EARLIER_COPIES = 10  # `duplicate_of` names at most this many, newest first
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
-KEY_POLL_SECONDS = 0.05
 # Errors caused by what the client sent, not by the backend: not counted as backend errors.
 CLIENTS_FAULT = (
     InvalidInput,
@@ -197,9 +196,13 @@ class StorageBackend(ABC):
     # cap how many uploads are in flight.
     request_threads: ClassVar[int | None] = None
 
-    def __init__(self, staging_root: Path) -> None:
+    def __init__(self, staging_root: Path, key_claims: KeyClaims | None = None) -> None:
+        """`key_claims`: where Idempotency-Keys are claimed; by default a table on this
+        machine, which is right only while one machine serves the deployment."""
         self._staging = StagingArea(staging_root)
-        self.idempotency_keys = IdempotencyKeys(staging_root.parent / "idempotency.sqlite3")
+        self.idempotency_keys: KeyClaims = key_claims or IdempotencyKeys(
+            staging_root.parent / "idempotency.sqlite3", staging_root
+        )
 
     @classmethod
     @abstractmethod
@@ -322,14 +325,14 @@ class StorageBackend(ABC):
             first = self._get(binding.engagement_id, binding.evidence_id)
             if first is not None:
                 return first, True
-            if not owner_is_alive(self._staging.root, binding.owner):
+            if self.idempotency_keys.is_abandoned(binding):
                 self.idempotency_keys.release(key, binding.evidence_id)  # died before storing
                 continue
             if time.monotonic() >= deadline:
                 raise IdempotencyKeyInProgress(
                     "an upload with this Idempotency-Key is still being stored; retry shortly"
                 )
-            time.sleep(KEY_POLL_SECONDS)
+            time.sleep(self.idempotency_keys.poll_seconds)
 
     def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
         try:

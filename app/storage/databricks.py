@@ -18,7 +18,8 @@ import logging
 import posixpath
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -38,14 +39,17 @@ from app.storage.base import (
     StorageBackend,
     utc_timestamp,
 )
+from app.storage.databricks_claims import CLAIMS_TABLE, ClaimsTable
 from app.storage.databricks_client import (
     TRANSPORT_ERRORS,
     LazyWorkspaceClient,
     lazy_workspace_client,
 )
+from app.storage.databricks_pending import PENDING_DIRECTORY, PendingRows
 from app.storage.databricks_rows import MetadataRows
 from app.storage.databricks_sql import (
     COLUMNS,
+    MAX_STATEMENT_PARAMETERS,
     SqlValue,
     StatementRunner,
     create_table_statement,
@@ -117,10 +121,16 @@ class DatabricksBackend(StorageBackend):
     def __init__(
         self, settings: Settings, client: WorkspaceClient, probe_client: WorkspaceClient
     ) -> None:
-        super().__init__(staging_root=settings.state_path.resolve() / "staging")
         catalog = settings.databricks_catalog
         schema = settings.databricks_schema
         volume = settings.databricks_volume
+        self.sql = StatementRunner(
+            client, settings.databricks_warehouse_id, settings.databricks_statement_timeout_seconds
+        )
+        staging_root = settings.state_path.resolve() / "staging"
+        # Idempotency-Keys hold for every replica: claimed in a table beside the metadata.
+        self.claims = ClaimsTable(self.sql, quote_name(catalog, schema, CLAIMS_TABLE), staging_root)
+        super().__init__(staging_root=staging_root, key_claims=self.claims)
         self.volume_name = f"{catalog}.{schema}.{volume}"
         self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
         self.table_name = f"{catalog}.{schema}.evidence_metadata"
@@ -132,12 +142,12 @@ class DatabricksBackend(StorageBackend):
         # Grants name a service principal by its application id: the OAuth client id.
         self._client_id = settings.databricks_client_id
         self._credentials = settings.databricks_credentials
-        self.sql = StatementRunner(
-            client, settings.databricks_warehouse_id, settings.databricks_statement_timeout_seconds
-        )
         self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
         self._retry_seconds = settings.databricks_outbox_retry_seconds
         self._table_ready = False
+        # Longer than a MERGE can take (statement timeout, then the SDK's own retries), so a
+        # lease renewed when a round starts never ends under a live MERGE.
+        longest_merge = 2 * self.sql.timeout + settings.databricks_retry_timeout_seconds + 10
         self.rows = MetadataRows(
             sql=self.sql,
             table=self.table,
@@ -145,10 +155,18 @@ class DatabricksBackend(StorageBackend):
             owner=self._staging.owner,
             read=self._read,
             ensure_table=self._ensure_table,
-            # Longer than a MERGE can take (statement timeout, then the SDK's own retries), so
-            # a lease renewed when a round starts never ends under a live MERGE.
-            claim_seconds=2 * self.sql.timeout + settings.databricks_retry_timeout_seconds + 30,
+            claim_seconds=longest_merge + 20,
             wait_seconds=min(INLINE_METADATA_SECONDS, self.sql.timeout),
+        )
+        self.pending = PendingRows(
+            client=client,
+            directory=f"/Volumes/{catalog}/{schema}/{volume}/{PENDING_DIRECTORY}",
+            claims=self.claims,
+            owner=self._staging.owner,
+            staging_root=staging_root,
+            has_rows=self._rows_held,
+            merge=self.rows.merge,
+            grace_seconds=longest_merge,
         )
         self._large_uploads = threading.BoundedSemaphore(LARGE_UPLOADS_AT_ONCE)
         # Unacknowledged uploads whose Volume file could not be removed yet, by id.
@@ -259,8 +277,15 @@ class DatabricksBackend(StorageBackend):
                 raise
             # The bytes are safe: from here on the row must reach the table.
             ticket = self.rows.queue(record, submit, find_copies=not self._bulk)
-        if ticket is not None and not self._bulk:  # a migration's rows are not waited for
+        if self._bulk:  # a migration's rows are not waited for (see `bulk`)
+            return record
+        if ticket is not None:
             self._found.copies = (record.id, self.rows.settle(ticket))
+        if ticket is None or not ticket.job.delivered:
+            # Not in the table yet: durable where every replica finds it before the 201, and
+            # no longer this machine's to deliver (see databricks_pending).
+            self.pending.write(record, ticket.done if ticket is not None else None)
+            self.outbox.remove([record.id])
         return record
 
     def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
@@ -452,6 +477,7 @@ class DatabricksBackend(StorageBackend):
             try:
                 self._retry_withdrawals()
                 self.rows.deliver_outbox()
+                self.pending.deliver()  # after the outbox, on this thread: never beside it
             except (StorageError, sqlite3.Error) as error:
                 logger.error("metadata outbox delivery failed, will retry: %s", error)
             except Exception:  # this thread must outlive any one failure: log, retry
@@ -490,19 +516,55 @@ class DatabricksBackend(StorageBackend):
         for record in self.outbox.queued_for(engagement_id):
             if record.id == evidence_id:
                 return record
-        rows = self._select(
-            "id = :id AND engagement_id = :engagement_id",
-            {"id": evidence_id, "engagement_id": engagement_id},
-            1,
-        )
-        return rows[0] if rows else None
+        failure: StorageUnavailable | None = None
+        try:
+            rows = self._select(
+                "id = :id AND engagement_id = :engagement_id",
+                {"id": evidence_id, "engagement_id": engagement_id},
+                1,
+            )
+        except StorageUnavailable as error:
+            rows, failure = [], error  # the warehouse is down: a pending record is still found
+        if rows:
+            return rows[0]
+        # Acknowledged by any replica while the warehouse did not take its row.
+        pending = self.pending.read(evidence_id)
+        if pending is not None and pending.engagement_id == engagement_id:
+            return pending
+        if failure is not None:
+            raise failure
+        return None
+
+    def rows_waiting(self) -> int:
+        """Rows acknowledged or copied but not in the table yet: in this machine's outbox and
+        in the Volume's pending directory."""
+        return self.outbox.stats()[0] + self.pending.count(self.client)
+
+    def wait_until_delivered(self, timeout: float) -> bool:
+        """For operators' scripts and tests: True once no row waits for the table."""
+        deadline = time.monotonic() + timeout
+        while self.rows_waiting() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.2)
+        return self.rows_waiting() == 0
+
+    def _rows_held(self, evidence_ids: Sequence[str]) -> set[str]:
+        """Which of the ids the table holds."""
+        held: set[str] = set()
+        for start in range(0, len(evidence_ids), MAX_STATEMENT_PARAMETERS):
+            chunk = evidence_ids[start : start + MAX_STATEMENT_PARAMETERS]
+            params: dict[str, SqlValue] = {f"id_{n}": i for n, i in enumerate(chunk)}
+            marks = ", ".join(f":id_{n}" for n in range(len(chunk)))
+            rows = self._read(f"SELECT id FROM {self.table} WHERE id IN ({marks})", params)  # noqa: S608
+            held.update(str(row[0]) for row in rows)
+        return held
 
     def _list(
         self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
     ) -> RecordPage:
         where = "engagement_id = :engagement_id"
         params: dict[str, str | int | None] = {"engagement_id": engagement_id}
-        pending = self.outbox.queued_for(engagement_id)
+        pending = self.outbox.queued_for(engagement_id) + self.pending.written_here(engagement_id)
         if content_hash is not None:
             where += " AND content_hash = :content_hash"
             params["content_hash"] = content_hash
@@ -580,7 +642,9 @@ class DatabricksBackend(StorageBackend):
             pending, last_error = self.outbox.stats()
             metrics.PENDING_METADATA_ROWS.set(pending)
             # Rows in a round right now are on their way, not waiting on anything.
-            if stalled := self.outbox.stalled():
+            last_error = last_error or self.pending.last_error
+            # Rows acknowledged while the warehouse did not take them wait in the Volume.
+            if stalled := self.outbox.stalled() + self.pending.waiting:
                 if refused := self.rows.refused:  # not an outage: someone has to act
                     why = f"; the warehouse refuses them until fixed: {refused[:300]}"
                 elif last_error:
@@ -598,11 +662,13 @@ class DatabricksBackend(StorageBackend):
 
     def check(self) -> BackendHealth:
         """Volume and warehouse probed at once, with short timeouts; never discovers."""
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=3) as pool:
             volume = pool.submit(self._probe_volume)
             warehouse = pool.submit(self._probe_warehouse)
+            in_volume = pool.submit(self.pending.count, self.probe_client)
             volume_details, warehouse_details = volume.result(), warehouse.result()
         pending, last_error = self.outbox.stats()
+        pending += in_volume.result()
         metrics.PENDING_METADATA_ROWS.set(pending)
         details: dict[str, object] = {
             "volume": self.volume_name,

@@ -251,6 +251,18 @@ class MetadataRows:
         self.answering, self.refused, self._refusals = True, None, 0
         return delivered
 
+    def merge(self, records: Sequence[EvidenceRecord]) -> None:
+        """MERGE rows that are not in this process's outbox (pending rows another replica
+        acknowledged, see databricks_pending) now, outside the rounds; raises if they did not
+        all reach the table."""
+        for chunk in merge_chunks(self._packable(records)):
+            try:
+                self._ensure_table()
+                self._merge(chunk)
+            except StorageError as error:
+                self._note_failure(error)
+                raise
+
     def _merge(self, chunk: Sequence[EvidenceRecord]) -> None:
         """One MERGE, run again at once (after a short random pause) when a concurrent commit
         to the table won: a conflict commits nothing, and the MERGE inserts only missing ids."""

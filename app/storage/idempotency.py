@@ -1,7 +1,9 @@
 """Idempotency keys: a retried upload returns the first one's record instead of a second copy.
 
 A key is bound to (engagement, content hash, evidence id) by the first upload that claims it,
-in a SQLite table under STATE_PATH that every worker of the deployment on this machine shares.
+in a `KeyClaims` store that every process serving the deployment shares: here, a SQLite table
+under STATE_PATH for the workers of one machine (the single-machine backends); a deployment of
+many replicas keeps its claims on the shared backend instead (see each backend).
 The claim is taken only once the body is fully received and hashed, so a retry that arrives
 while the first attempt is still committing sees the binding and waits for that record; a
 claim whose owner process died before its record existed is stale and is taken over. Bindings
@@ -15,11 +17,13 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from app.storage.errors import InvalidInput
 from app.storage.sqlite_db import SqliteDatabase
+from app.storage.staging import owner_is_alive
 
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as HTTP header tokens go
 DEFAULT_WINDOW_SECONDS = 24 * 3600
@@ -51,18 +55,43 @@ class KeyBinding:
     engagement_id: str
     content_hash: str
     evidence_id: str
-    owner: str
+    owner: str  # the StagingArea owner of the process that claimed it
+    claimed_at: float = field(default=0.0, compare=False)  # time.time(), set by the store
 
     def matches(self, engagement_id: str, content_hash: str) -> bool:
         return (self.engagement_id, self.content_hash) == (engagement_id, content_hash)
 
 
-class IdempotencyKeys:
-    """The key table; opened on first use, so a backend that never sees a key creates
-    nothing (migration dry runs)."""
+class KeyClaims(Protocol):
+    """Where keys are claimed. `claim` must be atomic for every process of the deployment:
+    of two claims of one key, one wins and the other is told the winner's binding."""
 
-    def __init__(self, path: Path, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
+    window_seconds: float  # a binding holds this long
+    poll_seconds: float  # how often a retry asks again while the first attempt is committing
+
+    def claim(self, key: str, wanted: KeyBinding) -> KeyBinding:
+        """Bind `key` to `wanted` unless a live binding exists; returns the binding in force."""
+
+    def release(self, key: str, evidence_id: str) -> None:
+        """Drop the binding if it is still `evidence_id`'s (its upload failed or died)."""
+
+    def is_abandoned(self, binding: KeyBinding) -> bool:
+        """Whether the upload that holds `binding` will never store its record."""
+
+    def close(self) -> None: ...
+
+
+class IdempotencyKeys:
+    """The key table of one machine; opened on first use, so a backend that never sees a key
+    creates nothing (migration dry runs)."""
+
+    poll_seconds = 0.05  # a local SQLite read
+
+    def __init__(
+        self, path: Path, staging_root: Path, window_seconds: float = DEFAULT_WINDOW_SECONDS
+    ) -> None:
         self.path = path
+        self.staging_root = staging_root
         self.window_seconds = window_seconds
         self._db: SqliteDatabase | None = None
         self._opening = threading.Lock()
@@ -103,8 +132,11 @@ class IdempotencyKeys:
             self.purge_expired()
         return in_force[0]
 
+    def is_abandoned(self, binding: KeyBinding) -> bool:
+        """Its owner is a process of this machine: abandoned once that process has died."""
+        return not owner_is_alive(self.staging_root, binding.owner)
+
     def release(self, key: str, evidence_id: str) -> None:
-        """Drop the binding if it is still `evidence_id`'s (its upload failed or died)."""
         self._database().write(
             lambda db: db.execute(
                 "DELETE FROM idempotency_keys WHERE key = ? AND evidence_id = ?",

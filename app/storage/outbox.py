@@ -208,15 +208,6 @@ class MetadataOutbox:
         ).fetchone()
         return int(count), (row[0] if row else None)
 
-    def wait_until_empty(self, timeout: float) -> bool:
-        """For operators' scripts: True once every queued row has been delivered."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats()[0] == 0:
-                return True
-            time.sleep(0.2)
-        return self.stats()[0] == 0
-
     def close(self) -> None:
         self.db.close()
 

@@ -81,6 +81,8 @@ _HOST_METADATA = "/.well-known/databricks-config"
 _OIDC_DISCOVERY = "/oidc/.well-known/oauth-authorization-server"
 _OIDC_TOKEN = "/oidc/v1/token"
 OAUTH_TOKEN_SECONDS = 3600
+# A fault's `statement` pattern for the MERGEs into evidence_metadata (not kmflow_claims).
+METADATA_MERGE = r"^MERGE INTO \S+`evidence_metadata`"
 MAX_PARAMETERS = 255  # more fail; see the module docstring
 FAILED = 0  # a Fault status: the statement is accepted, then ends FAILED (HTTP 200)
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +27,6 @@ from databricks.sdk.errors import NotFound
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.storage.base import EvidenceRecord
 from app.storage.databricks import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES
 from app.storage.databricks_sql import (
     FIELD_SEPARATOR,
@@ -39,7 +39,7 @@ from app.storage.databricks_sql import (
 from app.storage.registry import create_backend
 from tests.conftest import AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
-from tests.datalake.minilake_bridge import MiniLakeBridge
+from tests.datalake.minilake_bridge import METADATA_MERGE, MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
@@ -265,7 +265,7 @@ def merged_ids(bridge: MiniLakeBridge, since: int) -> list[str]:
     """Every evidence id sent in a MERGE statement after statement number `since`."""
     ids = []
     for statement in bridge.statements[since:]:
-        if statement["statement"].startswith("MERGE"):
+        if re.match(METADATA_MERGE, statement["statement"]):
             ids += [
                 p["value"].split(FIELD_SEPARATOR)[0]
                 for p in statement.get("parameters") or []
@@ -304,19 +304,19 @@ def test_the_delivery_thread_survives_an_unexpected_error(
             record = backend.write("ENG-SURVIVE", "a.txt", io.BytesIO(b"queued"))
         finally:
             client.warehouses.start(minilake.warehouse_id).result()
-        real_claim = backend.outbox.claim
+        real_deliver = backend.rows.deliver_outbox
         failures = iter([sqlite3.OperationalError("database is locked")])
 
-        def claim_failing_once(limit: int, seconds: float, owner: str) -> list[EvidenceRecord]:
+        def deliver_failing_once() -> int:
             if (error := next(failures, None)) is not None:
                 raise error
-            return real_claim(limit, seconds, owner)
+            return real_deliver()
 
-        monkeypatch.setattr(backend.outbox, "claim", claim_failing_once)
+        monkeypatch.setattr(backend.rows, "deliver_outbox", deliver_failing_once)
         deadline = time.monotonic() + 20
-        while backend.outbox.stats()[0] and time.monotonic() < deadline:
+        while backend.pending.count(backend.client) and time.monotonic() < deadline:
             time.sleep(0.1)
-        pending = backend.outbox.stats()[0]
+        pending = backend.pending.count(backend.client)
     finally:
         backend.close()
 

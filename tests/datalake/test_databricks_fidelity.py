@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from app.storage.local import LocalBackend
 from app.storage.registry import create_backend
 from tests.conftest import settings_from_env
 from tests.datalake.inspect import table_rows, volume_files
-from tests.datalake.minilake_bridge import FAILED, MiniLakeBridge
+from tests.datalake.minilake_bridge import FAILED, METADATA_MERGE, MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.multipart import multipart_body
 
@@ -105,12 +106,12 @@ def test_an_upload_does_not_wait_out_the_sdks_own_retries(
     to DATABRICKS_RETRY_TIMEOUT_SECONDS. The upload answers after at most its own short wait
     (the row is durable in the outbox), and the row arrives once the retries get through."""
     api.get("/api/v1/health")
-    bridge.add_fault(STATEMENTS, 503, statement="^MERGE", times=4, retry_after=2)  # 8 s
+    bridge.add_fault(STATEMENTS, 503, statement=METADATA_MERGE, times=4, retry_after=2)  # 8 s
 
     record = upload(api, "ENG-RETRY-AFTER", "a.txt", b"retried")
     in_table_at_201 = table_rows(databricks_workspace, databricks_env, "ENG-RETRY-AFTER")
     storage: DatabricksBackend = api.app_state["storage"]
-    assert storage.outbox.wait_until_empty(timeout=60)
+    assert storage.wait_until_delivered(timeout=60)
 
     assert in_table_at_201 == []  # answered while the SDK was still retrying the MERGE
     assert bridge.faults[0].times == 0
@@ -130,7 +131,7 @@ def test_a_merge_that_loses_to_a_concurrent_commit_is_run_again_at_once(
     api.get("/api/v1/health")
     since = len(bridge.statements)
     bridge.add_fault(
-        STATEMENTS, FAILED, statement="^MERGE", times=2, sql_state="2D521",
+        STATEMENTS, FAILED, statement=METADATA_MERGE, times=2, sql_state="2D521",
         message="[DELTA_CONCURRENT_APPEND] Transaction conflict detected. A concurrent MERGE "
         "added data to table evidence_metadata committed at version 7.",
     )  # fmt: skip
@@ -138,7 +139,7 @@ def test_a_merge_that_loses_to_a_concurrent_commit_is_run_again_at_once(
     record = upload(api, "ENG-CONFLICT", "a.txt", b"conflicted")
     in_table_at_201 = table_rows(databricks_workspace, databricks_env, "ENG-CONFLICT")
 
-    merges = [s for s in bridge.statements[since:] if s["statement"].startswith("MERGE")]
+    merges = [s for s in bridge.statements[since:] if is_metadata_merge(s["statement"])]
     assert len(merges) == 3  # two conflicts, then the commit
     assert [row[0] for row in in_table_at_201] == [record["id"]]
     assert "warehouse not answering" not in caplog.text
@@ -159,20 +160,20 @@ def test_rows_the_warehouse_refuses_wait_longer_and_longer_then_land_once(
     assert isinstance(backend, DatabricksBackend)
     since = len(bridge.statements)
     bridge.add_fault(
-        STATEMENTS, FAILED, statement="^MERGE", times=1000, sql_state="42501",
+        STATEMENTS, FAILED, statement=METADATA_MERGE, times=1000, sql_state="42501",
         message="[INSUFFICIENT_PERMISSIONS] Insufficient privileges: User does not have MODIFY "
         "on Table 'kmflow.evidence.evidence_metadata'.",
     )  # fmt: skip
     try:
         written = [backend.write("ENG-REFUSED", f"{n}.txt", io.BytesIO(b"%d" % n)) for n in (1, 2)]
         threading.Event().wait(3.0)  # at a fixed 0.2 s, some 15 more tries
-        merges = [s for s in bridge.statements[since:] if s["statement"].startswith("MERGE")]
-        pending = backend.outbox.stats()[0]
+        merges = [s for s in bridge.statements[since:] if is_metadata_merge(s["statement"])]
+        pending = backend.rows_waiting()
         refused = backend.rows.refused
         said = next(p for p in backend.probes() if p.name == "metadata delivered").check()
         reported = backend.check().details
         bridge.faults.clear()  # an operator grants MODIFY again
-        assert backend.rows.deliver_outbox() == 0
+        assert backend.wait_until_delivered(timeout=30)
     finally:
         backend.close()
 
@@ -217,6 +218,10 @@ def test_a_migration_of_2000_records_stays_within_the_parameter_limit(
     rows = table_rows(databricks_workspace, env)
     assert len(rows) == len({row[0] for row in rows}) == 2000
     assert sorted(json.loads(str(row[3]))["n"] for row in rows) == list(range(2000))
+
+
+def is_metadata_merge(statement: str) -> bool:
+    return re.match(METADATA_MERGE, statement) is not None
 
 
 def sha256(content: bytes) -> str:

@@ -41,7 +41,7 @@ from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows
 from tests.datalake.latency_model import DEFAULT, ZERO, LatencyModel
-from tests.datalake.minilake_bridge import FAILED, MiniLakeBridge
+from tests.datalake.minilake_bridge import FAILED, METADATA_MERGE, MiniLakeBridge
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.live_server import LiveServer
 from tests.multipart import multipart_body
@@ -192,11 +192,11 @@ def test_a_round_whose_merge_fails_leaves_its_rows_queued_and_they_land_once(
 ) -> None:
     backend = make_backend(0.2)
     warm_up = backend.write("ENG-ROUNDS", "warm-up.txt", io.BytesIO(b"warm"))  # table exists
-    minilake.add_fault(r"^/api/2\.0/sql/statements$", FAILED, statement=r"^MERGE", times=1)
+    minilake.add_fault(r"^/api/2\.0/sql/statements$", FAILED, statement=METADATA_MERGE, times=1)
     since = len(minilake.statements)
     try:
         written = [backend.write("ENG-ROUNDS", f"{n}.txt", io.BytesIO(b"%d" % n)) for n in range(3)]
-        assert backend.outbox.wait_until_empty(timeout=30)
+        assert backend.wait_until_delivered(timeout=30)
     finally:
         minilake.faults.clear()
 
@@ -321,7 +321,7 @@ def test_earlier_copies_come_from_the_table_the_outbox_and_the_same_round(
             outbox.queue(row)
         outbox.close()
         # A slow MERGE keeps one round busy; the two uploads then share the next round.
-        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement="^MERGE", delay=1.5)
+        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement=METADATA_MERGE, delay=1.5)
         with ThreadPoolExecutor(max_workers=3) as pool:
             pool.submit(upload_one, server, "ENG-COPIES", "other.txt", b"other bytes")
             threading.Event().wait(0.5)
@@ -354,14 +354,14 @@ def test_an_upload_answered_before_its_merge_is_readable_at_once(
         api.headers.update(AUTH)
         backend = api.app_state["storage"]
         backend.rows._wait_seconds = 0.2  # the 201 does not wait for the 1.5 s MERGE below
-        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement="^MERGE", delay=1.5)
+        minilake.add_fault(r"^/api/2\.0/sql/statements$", None, statement=METADATA_MERGE, delay=1.5)
         try:
             body, content_type = multipart_body({"engagement_id": "ENG-EARLY"}, "a.txt", b"a")
             answer = api.post(UPLOAD, content=body, headers={"Content-Type": content_type})
             in_table_then = table_rows(databricks_workspace, databricks_env, "ENG-EARLY")
             by_id = api.get(f"/api/v1/evidence/ENG-EARLY/{answer.json()['id']}")
             listing = api.get("/api/v1/evidence/ENG-EARLY")
-            assert backend.outbox.wait_until_empty(timeout=30)
+            assert backend.wait_until_delivered(timeout=30)
         finally:
             minilake.faults.clear()
 

@@ -79,7 +79,7 @@ def assert_nothing_stored(
     `kept` are the Volume files stored before."""
     assert stored_paths(env, workspace) == kept
     assert table_rows(workspace, env, engagement_id) == []
-    assert backend_of(client).outbox.stats()[0] == 0
+    assert backend_of(client).rows_waiting() == 0
     assert client.get(f"/api/v1/evidence/{engagement_id}").json()["items"] == []
     assert staging_leftovers(env) == []
 
