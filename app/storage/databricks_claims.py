@@ -38,17 +38,12 @@ from app.storage.databricks_sql import (
     StatementRunner,
 )
 from app.storage.errors import StorageError, StorageUnavailable
-from app.storage.idempotency import DEFAULT_WINDOW_SECONDS, KeyBinding
+from app.storage.idempotency import DEFAULT_WINDOW_SECONDS, KeyBinding, shared_claim_is_abandoned
 from app.storage.round_batcher import BatcherClosed, RoundBatcher
-from app.storage.staging import LOCK_SUFFIX, owner_is_alive
 
 logger = logging.getLogger(__name__)
 
 CLAIMS_TABLE = "kmflow_claims"
-# A key claim whose upload has not stored its record after this long is abandoned (its replica
-# died mid-commit): the claim is taken once the body is received and hashed, so what remains
-# is copying the file to the Volume and its row, minutes at most even for large files.
-KEY_CLAIM_LEASE_SECONDS = 600.0
 # Rounds of replicas that commit at the same moment conflict (see the module docstring); each
 # retry comes after a random pause, so they fall apart.
 CONFLICT_RETRIES = 8
@@ -127,11 +122,7 @@ class ClaimsTable:
         self._end([key_claim(key)], "evidence_id", evidence_id)
 
     def is_abandoned(self, binding: KeyBinding) -> bool:
-        """A process of this machine that died, or a claim older than its lease (a replica
-        that died mid-commit: another machine cannot ask it)."""
-        if (self._staging_root / f"{binding.owner}{LOCK_SUFFIX}").exists():
-            return not owner_is_alive(self._staging_root, binding.owner)
-        return time.time() - binding.claimed_at > KEY_CLAIM_LEASE_SECONDS
+        return shared_claim_is_abandoned(binding, self._staging_root)
 
     def close(self) -> None:
         self._rounds.close()

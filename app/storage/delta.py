@@ -10,6 +10,20 @@ under its final name, then append the row to the table (shared with concurrent u
 `GroupCommit`), then drop the intent. If the append certainly failed, the file is removed; if
 its outcome is unknown the file stays and the next startup asks the table, removing the file
 only if no row points at it. The table's own upkeep is `Maintenance`'s job.
+
+Idempotency-Key claims live where the evidence does: on an object-store base, one object
+per key beside the table (`ObjectStoreKeyClaims`), so every replica sharing the base claims
+against the others; on a local base, in the SQLite table under STATE_PATH (one machine).
+
+What a replica keeps on its own disk (STATE_PATH) on an object-store base: nothing that an
+acknowledged upload needs. A `201` is sent only after the file's PUT completed and the table
+version holding its row was committed on the store (`GroupCommit.submit` returns once its
+batch is in the log); by then its staging file and its intent are gone. The staging
+directory holds uploads in flight; an intent outlives its commit only when the outcome was
+unknown (a 503, never a 201), and serves only to remove, at the next startup on the same
+STATE_PATH, a file that no row points at. A replica that loses its STATE_PATH therefore loses
+no record: at worst such a file stays in `evidence_store/` unlisted, and the keys it had
+claimed are taken over once their lease ends.
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ from app.storage.errors import (
 from app.storage.fsync import fsync_directory
 from app.storage.group_commit import GroupCommit
 from app.storage.names import stored_file_name
+from app.storage.object_store_key_claims import ObjectStoreKeyClaims
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)
@@ -70,9 +85,15 @@ class DeltaLakeBackend(StorageBackend):
         policy: MaintenancePolicy | None = None,
         log_retention_days: int = 30,
     ) -> None:
-        super().__init__(staging_root=staging_root)
+        files = _files_for(location)
+        claims = (
+            ObjectStoreKeyClaims(files.store, staging_root)
+            if isinstance(files, ObjectStoreFiles)
+            else None  # a local base: one machine, the SQLite table under STATE_PATH
+        )
+        super().__init__(staging_root, claims)
         self.location = location
-        self.files = _files_for(location)
+        self.files = files
         self.table = EvidenceTable(location, self.files.exists, log_retention_days)
         self.maintenance = Maintenance(self.table, policy or MaintenancePolicy(), self.files.lease)
         self._group = GroupCommit(self._append)

@@ -32,7 +32,7 @@ from typing import BinaryIO, cast
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
-from obstore.store import from_url
+from obstore.store import ObjectStore, from_url
 
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import fsync_directory, link_into_place
@@ -133,6 +133,11 @@ class ObjectStoreFiles(EvidenceFiles):
             self._store = from_url(url)
         else:
             self._store = from_url(url, conditional_put=conditional_put)
+
+    @property
+    def store(self) -> ObjectStore:
+        """The obstore store at the base, for what else lives there (idempotency claims)."""
+        return self._store
 
     def place(self, staged: StagedFile, relative: str) -> None:
         # Never over an existing object. A check, not an atomic guard (a multipart put cannot

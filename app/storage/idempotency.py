@@ -23,9 +23,18 @@ from typing import Protocol
 
 from app.storage.errors import InvalidInput
 from app.storage.sqlite_db import SqliteDatabase
-from app.storage.staging import owner_is_alive
+from app.storage.staging import LOCK_SUFFIX, owner_is_alive
 
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as HTTP header tokens go
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+# A claim on a store shared by replicas whose upload has not stored its record after this long
+# is abandoned (its replica died mid-commit; another machine cannot ask it). The claim is taken
+# only once the body is received and hashed, so what remains is copying the staged file and
+# its row: at the 5 GiB default upload limit that needs ~9 MB/s. A replica killed mid-commit
+# therefore blocks its keys (409 idempotency_key_in_progress) for at most this long.
+KEY_CLAIM_LEASE_SECONDS = 600.0
+# `StagingArea.owner`: "<pid>-<12 hex digits>". Anything else (another version, a hand-edited
+# claim) is never used to build a path; it is treated as another machine's owner.
+_OWNER = re.compile(r"[0-9]{1,10}-[0-9a-f]{12}")  # visible ASCII, as HTTP header tokens go
 DEFAULT_WINDOW_SECONDS = 24 * 3600
 PURGE_EVERY_CLAIMS = 1000
 
@@ -79,6 +88,17 @@ class KeyClaims(Protocol):
         """Whether the upload that holds `binding` will never store its record."""
 
     def close(self) -> None: ...
+
+
+def shared_claim_is_abandoned(binding: KeyBinding, staging_root: Path) -> bool:
+    """`KeyClaims.is_abandoned` for claims shared by replicas: a process of this machine (its
+    lock file is under `staging_root`) is asked through its lock; any other claim is
+    abandoned once older than its lease. Replicas compare each other's clocks here, so they
+    keep them synchronised (NTP)."""
+    lock = staging_root / f"{binding.owner}{LOCK_SUFFIX}"
+    if _OWNER.fullmatch(binding.owner) and lock.exists():
+        return not owner_is_alive(staging_root, binding.owner)
+    return time.time() - binding.claimed_at > KEY_CLAIM_LEASE_SECONDS
 
 
 class IdempotencyKeys:

@@ -1,101 +1,32 @@
 """The delta backend on an `s3://` base, against a local S3-compatible server (moto).
 
-moto runs as its own process on a free loopback port and, like AWS S3, honours conditional
-PUTs (`If-None-Match`, `If-Match`), which delta-rs commits and the maintenance lease rely on.
-Credentials reach deltalake and obstore only through the `AWS_*` environment variables.
+moto runs as its own process on a free loopback port (`tests.storage.s3_server`) and, like
+AWS S3, honours conditional PUTs (`If-None-Match`, `If-Match`), which delta-rs commits, the
+maintenance lease and the Idempotency-Key claims rely on. Credentials reach deltalake and
+obstore only through the `AWS_*` environment variables.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
-import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.storage.base import UploadOutcome
 from app.storage.delta import DeltaLakeBackend
 from app.storage.delta_files import ObjectStoreFiles
 from app.storage.delta_location import DeltaLocation
 from app.storage.delta_maintenance import MaintenancePolicy
+from app.storage.idempotency import IdempotencyKeys
+from app.storage.object_store_key_claims import ObjectStoreKeyClaims, claim_path
 from tests.conftest import API_KEY, AUTH, stored_record
-from tests.live_server import free_port
 from tests.multipart import multipart_body
-
-BUCKET = "kmflow-evidence"
-SECRET = "moto-secret-key-never-shown"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(endpoint, timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key=SECRET,
-        ).create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-
-
-@pytest.fixture
-def base_uri(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh prefix in the bucket, with the AWS_* variables an operator would set."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ALLOW_HTTP": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_CONDITIONAL_PUT", raising=False)
-    monkeypatch.delenv("AWS_S3_ALLOW_UNSAFE_RENAME", raising=False)
-    return f"s3://{BUCKET}/kmflow-{uuid.uuid4().hex[:8]}"
-
-
-def object_keys(s3_endpoint: str, prefix: str) -> list[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key=SECRET,
-    )
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+from tests.storage.s3_server import BUCKET, SECRET, object_keys
 
 
 def test_api_round_trip_on_an_s3_base(s3_endpoint: str, base_uri: str, tmp_path: Path) -> None:
@@ -188,3 +119,70 @@ def test_the_maintenance_lease_is_exclusive_and_expires(base_uri: str) -> None:
         assert expired_holder is True
         with files.lease("_kmflow/stale", 60) as taker:
             assert taker is True  # the first holder's lease had already expired
+
+
+def test_keys_are_claimed_on_the_store_of_an_s3_base_and_on_this_machine_for_a_local_one(
+    s3_endpoint: str, base_uri: str, tmp_path: Path
+) -> None:
+    on_s3 = DeltaLakeBackend(DeltaLocation.parse(base_uri), tmp_path / "s3" / "staging")
+    local = DeltaLakeBackend(
+        DeltaLocation.parse(str(tmp_path / "delta_store")), tmp_path / "local" / "staging"
+    )
+    try:
+        assert isinstance(on_s3.idempotency_keys, ObjectStoreKeyClaims)
+        assert isinstance(local.idempotency_keys, IdempotencyKeys)
+        on_s3.startup()
+        staged = on_s3.stage()
+        staged.write(b"board pack")
+        outcome = on_s3.upload(staged, "ENG-S3", "pack.pdf", idempotency_key="key-1")
+    finally:
+        on_s3.close()
+        local.close()
+
+    assert outcome.replayed is False
+    prefix = base_uri.removeprefix(f"s3://{BUCKET}/")
+    assert f"{prefix}/{claim_path('key-1')}" in object_keys(s3_endpoint, prefix)
+    assert not (tmp_path / "s3" / "idempotency.sqlite3").exists()
+
+
+def test_backends_sharing_an_s3_base_store_one_record_per_idempotency_key(
+    base_uri: str, tmp_path: Path
+) -> None:
+    """Two replicas' backends in one process, each with its own STATE_PATH; every key's
+    upload is sent to both at once, several times."""
+    location = DeltaLocation.parse(base_uri)
+    replicas = [DeltaLakeBackend(location, tmp_path / f"state{n}" / "staging") for n in range(2)]
+    for backend in replicas:
+        backend.startup()
+    contents = {f"key-{n}": f"evidence {n}".encode() * 1000 for n in range(4)}
+    outcomes: dict[str, list[UploadOutcome]] = {key: [] for key in contents}
+    start = threading.Barrier(len(contents) * 4)
+
+    def send(key: str, backend: DeltaLakeBackend) -> None:
+        staged = backend.stage()
+        staged.write(contents[key])
+        start.wait()
+        outcomes[key].append(backend.upload(staged, "ENG-KEYS", "f.pdf", idempotency_key=key))
+
+    threads = [
+        threading.Thread(target=send, args=(key, replicas[n % 2]))
+        for key in contents
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        listed = replicas[1].list("ENG-KEYS", limit=100).items
+    finally:
+        for backend in replicas:
+            backend.close()
+
+    assert sorted(record.content_hash for record in listed) == sorted(
+        hashlib.sha256(content).hexdigest() for content in contents.values()
+    )
+    for key, answers in outcomes.items():
+        assert len(answers) == 4
+        assert len({answer.record.id for answer in answers}) == 1, key
+        assert sorted(answer.replayed for answer in answers) == [False, True, True, True]
