@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.storage.delta_location import check_base_path
+from app.storage.delta_location import DeltaLocation, check_base_path
+from app.storage.filesystems import network_mount
 
 BackendName = Literal["local", "delta", "databricks"]
 
@@ -154,6 +155,40 @@ class Settings(BaseSettings):
                 "credentials), not both"
             )
         return self
+
+    @model_validator(mode="after")
+    def _state_path_on_a_local_disk(self) -> Settings:
+        """Where STATE_PATH holds a backend's SQLite databases (see app.storage.filesystems),
+        not on a network filesystem. For databricks and delta on s3:// it is scratch only."""
+        if self.state_path_is_scratch:
+            return self
+        mount = network_mount(self.state_path)
+        if mount is not None:
+            kept = {
+                "local": "STORAGE_BACKEND=local keeps its metadata index and Idempotency-Key "
+                "claims there",
+                "delta": "STORAGE_BACKEND=delta with a local DELTA_BASE_PATH keeps its "
+                "Idempotency-Key claims there",
+            }[self.storage_backend]
+            raise ValueError(
+                f"STATE_PATH={self.state_path} is on a network filesystem ({mount.fs_type} "
+                f"mounted at {mount.mount_point}): {kept}, in SQLite, whose locking is "
+                "unreliable over a network, and no two machines may share them; put STATE_PATH "
+                "on a local disk (one pod, a block-storage volume), or run several replicas "
+                "with STORAGE_BACKEND=databricks or delta on an s3:// DELTA_BASE_PATH"
+            )
+        return self
+
+    @property
+    def state_path_is_scratch(self) -> bool:
+        """True where everything that must last is on the shared backend (databricks, delta on
+        s3://): STATE_PATH then only stages uploads in flight, and may be lost or per replica."""
+        if self.storage_backend == "databricks":
+            return True
+        return (
+            self.storage_backend == "delta"
+            and not DeltaLocation.parse(self.delta_base_path).is_local
+        )
 
     @property
     def databricks_auth_type(self) -> Literal["pat", "oauth-m2m"] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.config import ConfigError, load_settings
@@ -175,3 +177,33 @@ def test_unity_catalog_names_are_lower_cased(monkeypatch: pytest.MonkeyPatch) ->
 
     assert (settings.databricks_catalog, settings.databricks_schema) == ("kmflow", "evidence")
     assert settings.databricks_volume == "raw_evidence"
+
+
+def test_serve_refuses_sqlite_state_on_a_network_filesystem_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The local backend's index on an NFS share (this process's mountinfo says so, faked
+    here: there is no NFS on this machine) stops `kmflow serve` before anything starts."""
+    from app.cli import main
+    from app.storage import filesystems
+
+    share = tmp_path / "share"
+    share.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:50 / {share} rw - nfs4 nas:/export rw\n"
+    )
+    monkeypatch.setattr(filesystems, "MOUNTINFO", mountinfo)
+    monkeypatch.setenv("STATE_PATH", str(share / "kmflow_state"))
+
+    def serving(*args: object, **kwargs: object) -> None:
+        raise AssertionError("kmflow serve started")
+
+    monkeypatch.setattr("uvicorn.run", serving)  # if not refused, fail rather than serve
+    assert main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"kmflow: invalid configuration: STATE_PATH={share / 'kmflow_state'}")
+    assert "network filesystem (nfs4" in error and "put STATE_PATH on a local disk" in error
+    assert not (share / "kmflow_state").exists()  # refused before anything was created

@@ -22,6 +22,8 @@ from app.config import Settings
 from tests.deploy.dockerfile import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+# Replicas of a shared backend: its own Deployment and PodDisruptionBudget, the rest shared.
+REPLICAS = KUBERNETES / "databricks"
 # The oldest release these must work on, and the newest the installed package knows.
 KUBERNETES_VERSIONS = ["1.30.0", latest_version()]
 SECRETS = {"API_KEYS", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET"}
@@ -31,11 +33,21 @@ OAUTH_M2M = {"DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"}
 SETTINGS = {name.upper() for name in Settings.model_fields}
 
 
-def manifests() -> dict[str, dict[str, Any]]:
+def manifests(directory: Path = KUBERNETES) -> dict[str, dict[str, Any]]:
     found = {}
-    for path in sorted(KUBERNETES.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             found[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return found
+
+
+def every_manifest() -> dict[str, dict[str, Any]]:
+    """Both variants' files, as `databricks/Deployment/kmflow` for a file of a subdirectory."""
+    found = {}
+    for directory in sorted({path.parent for path in KUBERNETES.rglob("*.yaml")}):
+        prefix = directory.relative_to(KUBERNETES).as_posix()
+        for name, document in manifests(directory).items():
+            found[name if prefix == "." else f"{prefix}/{name}"] = document
     return found
 
 
@@ -69,9 +81,18 @@ def test_compose_runs_the_api_on_a_named_volume_with_health_and_restart() -> Non
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("name", sorted(manifests()))
+@pytest.mark.parametrize("name", sorted(every_manifest()))
 def test_kubernetes_manifest_matches_the_schema(name: str, version: str) -> None:
-    assert kubernetes_validate.validate(manifests()[name], version, strict=True) == version[:4]
+    document = every_manifest()[name]
+    assert kubernetes_validate.validate(document, version, strict=True) == version[:4]
+
+
+def test_the_replicas_variant_is_a_deployment_and_a_disruption_budget() -> None:
+    """...and nothing the schema check above would miss: both files are found and loaded."""
+    assert set(every_manifest()) - set(manifests()) == {
+        "databricks/Deployment/kmflow",
+        "databricks/PodDisruptionBudget/kmflow",
+    }
 
 
 def test_the_kubernetes_schemas_are_strict() -> None:
@@ -82,9 +103,9 @@ def test_the_kubernetes_schemas_are_strict() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
 
 
-def test_deployment_probes_security_and_volumes() -> None:
-    found = manifests()
-    pod = found["Deployment/kmflow"]["spec"]["template"]["spec"]
+@pytest.mark.parametrize("directory", [KUBERNETES, REPLICAS], ids=["local", "databricks"])
+def test_deployment_probes_and_security(directory: Path) -> None:
+    pod = manifests(directory)["Deployment/kmflow"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     # Liveness and startup on the process alone: a backend outage must not restart the pod.
     for probe in ("startupProbe", "livenessProbe"):
@@ -97,16 +118,106 @@ def test_deployment_probes_security_and_volumes() -> None:
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["terminationGracePeriodSeconds"] == 45  # > uvicorn's graceful shutdown, 30 s
+
+
+def test_the_local_deployment_is_one_pod_on_its_claim() -> None:
+    found = manifests()
+    pod = found["Deployment/kmflow"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert set(mounts) == {"/data", "/tmp"}
     claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
     assert f"PersistentVolumeClaim/{claim}" in found
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    assert pod["terminationGracePeriodSeconds"] > 30  # uvicorn's graceful shutdown
     # One pod per claim (STATE_PATH is per pod), the old one gone before the new one mounts it.
     assert found["Deployment/kmflow"]["spec"]["replicas"] == 1
     assert found["Deployment/kmflow"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert "env" not in container  # STORAGE_BACKEND from the ConfigMap: any backend, one pod
+
+
+def test_the_databricks_deployment_is_replicas_without_a_claim() -> None:
+    deployment = manifests(REPLICAS)["Deployment/kmflow"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert not [volume for volume in pod["volumes"] if "persistentVolumeClaim" in volume]
+    assert set(mounts) == {"/data", "/tmp"}
+    assert set(volumes[mounts["/data"]]) == {"name", "emptyDir"}  # scratch, lost with the pod
+    assert set(volumes[mounts["/tmp"]]) == {"name", "emptyDir"}
+    # Pinned to a backend that keeps nothing in STATE_PATH, whatever the shared ConfigMap says.
+    assert container["env"] == [{"name": "STORAGE_BACKEND", "value": "databricks"}]
+
+
+def test_the_databricks_deployment_differs_from_the_local_one_only_in_how_it_scales() -> None:
+    """It is a copy (kubectl apply -f cannot patch): probes, resources, security, image and
+    grace period stay the local Deployment's. Same name and labels: applying one replaces the
+    other, and the Service and the ConfigMap serve both."""
+    local, replicas = manifests()["Deployment/kmflow"], manifests(REPLICAS)["Deployment/kmflow"]
+    scaling = {"replicas", "strategy"}
+    pod_scaling = {"volumes", "topologySpreadConstraints"}
+
+    def without(mapping: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+        return {key: value for key, value in mapping.items() if key not in keys}
+
+    assert without(local, {"spec"}) == without(replicas, {"spec"})
+    assert without(local["spec"], scaling | {"template"}) == without(
+        replicas["spec"], scaling | {"template"}
+    )
+    local_pod, replicas_pod = local["spec"]["template"], replicas["spec"]["template"]
+    assert local_pod["metadata"] == replicas_pod["metadata"]
+    assert without(local_pod["spec"], pod_scaling | {"containers"}) == without(
+        replicas_pod["spec"], pod_scaling | {"containers"}
+    )
+    (local_container,) = local_pod["spec"]["containers"]
+    (replicas_container,) = replicas_pod["spec"]["containers"]
+    assert without(local_container, {"env"}) == without(replicas_container, {"env"})
+    # The volumes differ in their source only: same names, so the mounts above are the same.
+    assert [v["name"] for v in local_pod["spec"]["volumes"]] == [
+        v["name"] for v in replicas_pod["spec"]["volumes"]
+    ]
+
+
+def test_the_disruption_budget_covers_the_databricks_pods_one_at_a_time() -> None:
+    found = manifests(REPLICAS)
+    budget = found["PodDisruptionBudget/kmflow"]["spec"]
+    deployment = found["Deployment/kmflow"]["spec"]
+    pod_labels = deployment["template"]["metadata"]["labels"]
+
+    assert budget["selector"] == deployment["selector"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+    assert deployment["replicas"] - budget["maxUnavailable"] >= 2  # a drain leaves two serving
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # a backend outage unreadies all
+    # The shared Service sends traffic to the same pods.
+    assert manifests()["Service/kmflow"]["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_the_databricks_variant_starts_with_scratch_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared ConfigMap plus the Deployment's env is a configuration kmflow accepts, with
+    STATE_PATH scratch, so no STATE_PATH check can refuse it on whatever volume /data is."""
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    config = manifests()["ConfigMap/kmflow-config"]["data"]
+    (container,) = manifests(REPLICAS)["Deployment/kmflow"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    environment = {**config, **{item["name"]: item["value"] for item in container["env"]}}
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        api_keys="k" * 32,
+        **{name.lower(): value for name, value in environment.items()},
+    )
+    assert settings.storage_backend == "databricks"
+    assert settings.state_path_is_scratch
 
 
 def test_configuration_comes_from_the_configmap_and_the_secret() -> None:
