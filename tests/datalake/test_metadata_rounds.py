@@ -236,11 +236,16 @@ def server(databricks_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServe
 
 
 def upload_many(
-    server: LiveServer, engagement: str, connections: int, each: int, check: bool = False
+    server: LiveServer,
+    engagement: str,
+    connections: int,
+    each: int,
+    check: bool = False,
+    keyed: bool = False,
 ) -> list[dict[str, Any]]:
     """`connections` clients uploading `each` files one after another, all at once; with
     `check`, every client reads its record by id and in the first listing page right after
-    its 201 (read-your-writes)."""
+    its 201 (read-your-writes); with `keyed`, each upload has an Idempotency-Key."""
 
     def client(n: int) -> list[dict[str, Any]]:
         records = []
@@ -249,7 +254,10 @@ def upload_many(
                 body, content_type = multipart_body(
                     {"engagement_id": engagement}, f"{n}-{k}.txt", b"%d-%d" % (n, k)
                 )
-                answer = http.post(UPLOAD, content=body, headers={"Content-Type": content_type})
+                headers = {"Content-Type": content_type}
+                if keyed:
+                    headers["Idempotency-Key"] = f"{engagement}-{n}-{k}"
+                answer = http.post(UPLOAD, content=body, headers=headers)
                 assert answer.status_code == 201, answer.text
                 record = answer.json()
                 if check:
@@ -279,6 +287,30 @@ def test_concurrent_uploads_share_statements_and_each_row_lands_once(
     assert workspace_speed.statements["MERGE"] < len(records) / 8
     stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-C16")]
     assert sorted(stored) == sorted(record["id"] for record in records)  # each exactly once
+
+
+def test_idempotency_keys_of_concurrent_uploads_share_their_claim_statements(
+    server: LiveServer,
+    workspace_speed: LatencyModel,
+    databricks_workspace: DatabricksWorkspace,
+    databricks_env: dict[str, str],
+) -> None:
+    """A key is claimed in `kmflow_claims` before its upload commits (every replica must see
+    it): the claims of uploads in flight together share one MERGE and one SELECT."""
+    workspace_speed.reset_counts()
+    assert databricks_workspace.bridge is not None
+    since = len(databricks_workspace.bridge.statements)
+
+    records = upload_many(server, "ENG-KEYS", connections=16, each=6, keyed=True)
+
+    sent = [s["statement"] for s in databricks_workspace.bridge.statements[since:]]
+    claims = Counter(sql.split(None, 1)[0] for sql in sent if "`kmflow_claims`" in sql)
+    assert 0 < claims["MERGE"] < len(records) / 3, claims  # one per upload without rounds
+    assert claims["SELECT"] <= claims["MERGE"], claims
+    statements = sum(workspace_speed.statements.values())
+    assert statements / len(records) <= 0.75, workspace_speed.statements  # 4 one by one
+    stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-KEYS")]
+    assert sorted(stored) == sorted(record["id"] for record in records)
 
 
 def test_each_upload_reads_back_by_id_and_in_the_first_page_right_after_its_201(
