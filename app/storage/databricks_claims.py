@@ -159,6 +159,12 @@ class ClaimsTable:
             ticket.wait()
         held: list[KeyBinding] = []
         for job in jobs:
+            if isinstance(job.error, StorageUnavailable):
+                raise StorageUnavailable(
+                    "Idempotency-Keys are claimed in kmflow_claims through the SQL warehouse, "
+                    f"which is not answering ({job.error}); nothing was stored: retry later, "
+                    "or upload without the key"
+                ) from job.error
             if job.error is not None:
                 raise job.error
             if job.in_force is None:

@@ -219,3 +219,72 @@ def test_every_replica_restarted_during_an_outage_delivers_each_row_once(
     assert all("id" in record for record in records), records
     assert ids == rows == sorted(record["id"] for record in records)  # each exactly once
     assert all(server.process.poll() is None for server in restarted)
+
+
+def test_load_across_replicas_through_an_outage_loses_and_doubles_nothing(
+    replicas: Replicas, minilake: DatabricksWorkspace, replica_env: dict[str, str]
+) -> None:
+    """Clients spread uploads over three replicas; half carry an Idempotency-Key and are sent
+    again to another replica (a retry after a lost answer). The warehouse stops in the middle
+    and one replica is killed with its disk. Every acknowledged upload ends in the table
+    exactly once, and every key names one record. Keys are claimed in a table, so while the
+    warehouse is down an upload with a key is refused (503, nothing stored); one without a key
+    is still taken."""
+    client = minilake.client()
+    servers = [replicas.start(name) for name in ("a", "b", "c")]
+    acknowledged: dict[str, bytes] = {}  # id -> bytes
+    keyed: dict[str, set[str]] = {}  # key -> ids answered for it
+    refused: list[tuple[bool, int, str]] = []  # (keyed, status, error) of the rest
+    lock = threading.Lock()
+
+    def send(worker: int, rounds: int, alive: list[LiveServer]) -> None:
+        for n in range(rounds):
+            content = f"load {worker}-{n} {time.monotonic_ns()}".encode()
+            key = f"load-{worker}-{n}-{content.hex()[-8:]}" if n % 2 else None
+            targets = [alive[(worker + n) % len(alive)]]
+            if key is not None:
+                targets.append(alive[(worker + n + 1) % len(alive)])  # the retry
+            for target in targets:
+                response = upload(target, content, key, name=f"{worker}-{n}.txt")
+                if response.status_code != 201:
+                    with lock:
+                        body = response.json()
+                        error = body["error"] if "kmflow_claims" in body["detail"] else body
+                        refused.append((key is not None, response.status_code, str(error)))
+                    continue
+                with lock:
+                    acknowledged[response.json()["id"]] = content
+                    if key is not None:
+                        keyed.setdefault(key, set()).add(response.json()["id"])
+
+    def load(alive: list[LiveServer], rounds: int) -> None:
+        workers = [threading.Thread(target=send, args=(w, rounds, alive)) for w in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=300)
+
+    load(servers, 4)
+    client.warehouses.stop(minilake.warehouse_id).result()
+    try:
+        load(servers, 4)
+        replicas.kill_and_wipe(servers[0], "a")
+        load(servers[1:], 2)
+    finally:
+        client.warehouses.start(minilake.warehouse_id).result()
+
+    ids = wait_for_rows(minilake, replica_env, len(acknowledged), timeout=120)
+    time.sleep(2)
+    rows = table_rows(minilake, replica_env, ENGAGEMENT)
+
+    # 4 clients x 10 uploads, every other one with a key: the 12 keyed ones sent while the
+    # warehouse was down refused at both replicas, the other 28 taken (a retry replays).
+    assert not [r for r in refused if not r[0]], refused
+    assert {(status, error) for _, status, error in refused} == {(503, "storage_unavailable")}
+    assert len(refused) == 24 and len(acknowledged) == 28, refused
+    assert sorted(str(row[0]) for row in rows) == sorted(acknowledged) == ids  # once each
+    assert all(len(answered) == 1 for answered in keyed.values()), keyed
+    sample = sorted(acknowledged)[::7]
+    for evidence_id in sample:
+        content = get(servers[1], f"/api/v1/evidence/{ENGAGEMENT}/{evidence_id}/content")
+        assert content.content == acknowledged[evidence_id]
