@@ -1,7 +1,9 @@
 """`kmflow databricks bootstrap`: every Unity Catalog object the runbook's prerequisites list.
 
 In dependency order: the catalog, the base schema, the three medallion layer schemas, the
-volume, then the `evidence_metadata` table. The runbook's SQL creates the volume
+volume, then the `evidence_metadata` table, and kmflow's own `kmflow_claims` (Idempotency-Keys
+and leases every replica sees; the service creates it on first use otherwise, which needs
+CREATE TABLE). The runbook's SQL creates the volume
 `kmflow.evidence.raw_evidence` without ever creating its schema `kmflow.evidence`; here the
 base schema comes before anything that lives in it.
 
@@ -13,7 +15,7 @@ nothing. It stops at the first object it cannot create: everything after depends
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +31,7 @@ from app.governance.uc_objects import (
     table_exists,
 )
 from app.governance.unity_catalog import STATEMENT_TIMEOUT_SECONDS, layer_schema
+from app.storage.databricks_claims import CLAIMS_TABLE, create_claims_statement
 from app.storage.databricks_sql import StatementRunner, create_table_statement, quote_name
 from app.storage.errors import StorageError
 
@@ -62,24 +65,33 @@ def bootstrap(
     yield BootstrapStep(
         "volume", f"{catalog}.{schema}.{volume}", ensure_volume(client, catalog, schema, volume)
     )
-    yield BootstrapStep(
-        "table",
-        f"{catalog}.{schema}.{METADATA_TABLE}",
-        _ensure_metadata_table(client, warehouse_id, catalog, schema),
-    )
+    for table, ddl in (
+        (METADATA_TABLE, create_table_statement),
+        (CLAIMS_TABLE, create_claims_statement),
+    ):
+        yield BootstrapStep(
+            "table",
+            f"{catalog}.{schema}.{table}",
+            _ensure_table(client, warehouse_id, catalog, schema, table, ddl),
+        )
 
 
-def _ensure_metadata_table(
-    client: WorkspaceClient, warehouse_id: str | None, catalog: str, schema: str
+def _ensure_table(
+    client: WorkspaceClient,
+    warehouse_id: str | None,
+    catalog: str,
+    schema: str,
+    table: str,
+    ddl: Callable[[str], str],
 ) -> Outcome:
-    if table_exists(client, f"{catalog}.{schema}.{METADATA_TABLE}"):
+    if table_exists(client, f"{catalog}.{schema}.{table}"):
         return "exists"
     runner = StatementRunner(client, warehouse_id, STATEMENT_TIMEOUT_SECONDS)
     try:
-        runner.run(create_table_statement(quote_name(catalog, schema, METADATA_TABLE)))
+        runner.run(ddl(quote_name(catalog, schema, table)))
     except StorageError as error:
         raise GovernanceError(
-            f"cannot create table {catalog}.{schema}.{METADATA_TABLE}: {error} "
+            f"cannot create table {catalog}.{schema}.{table}: {error} "
             f"(the caller needs USE SCHEMA and CREATE TABLE on {catalog}.{schema}, "
             "and CAN USE on the SQL warehouse)"
         ) from error

@@ -20,6 +20,7 @@ def expected_lines(outcome: str, catalog: str, schema: str) -> list[str]:
         f"{outcome:<8} schema  {catalog}.{schema}_gold",
         f"{outcome:<8} volume  {catalog}.{schema}.raw_evidence",
         f"{outcome:<8} table   {catalog}.{schema}.evidence_metadata",
+        f"{outcome:<8} table   {catalog}.{schema}.kmflow_claims",
     ]
 
 
@@ -70,6 +71,7 @@ def test_bootstrap_under_an_existing_catalog_creates_only_what_is_missing(
         f"created  schema  {catalog}.{base_schema}_gold",
         f"created  volume  {catalog}.{base_schema}.files",
         f"created  table   {catalog}.{base_schema}.evidence_metadata",
+        f"created  table   {catalog}.{base_schema}.kmflow_claims",
     ]
 
 
