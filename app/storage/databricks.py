@@ -424,8 +424,10 @@ class DatabricksBackend(StorageBackend):
 
     def known_ids(self) -> set[str]:
         """Every id in the table or on its way there, read in pages by id: one SELECT of
-        every id would pass the 25 MiB an INLINE result may hold near a million rows."""
-        known = self.outbox.ids()
+        every id would pass the 25 MiB an INLINE result may hold near a million rows. Pending
+        rows in the Volume count: a backfill must not index their files without the
+        client's metadata the pending record holds."""
+        known = self.outbox.ids() | self.pending.ids()
         after = ""
         while True:
             rows = self._read(

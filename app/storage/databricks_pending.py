@@ -179,6 +179,10 @@ class PendingRows:
         local = (self._staging_root / f"{writer}{LOCK_SUFFIX}").exists()
         return local and not owner_is_alive(self._staging_root, writer)
 
+    def ids(self) -> set[str]:
+        """The ids of every pending record in the Volume now."""
+        return set(self._list())
+
     def count(self, client: Any) -> int:
         """How many rows wait in the Volume now, listed with `client` (the health probes'
         short timeouts); the last pass's count when the Volume does not answer."""

@@ -27,7 +27,8 @@ from databricks.sdk.errors import NotFound
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.storage.databricks import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES
+from app.storage.databricks import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES, DatabricksBackend
+from app.storage.databricks_backfill import backfill_metadata
 from app.storage.databricks_sql import (
     FIELD_SEPARATOR,
     StatementFailed,
@@ -388,3 +389,31 @@ def test_health_answers_while_every_request_thread_waits_on_the_warehouse(
     assert health_status == 200
     assert finished_before_health == 0  # health did not queue behind the waiting uploads
     assert statuses == [201] * 45
+
+
+def test_a_backfill_leaves_pending_rows_to_their_delivery_and_their_metadata(
+    env: dict[str, str], minilake: DatabricksWorkspace
+) -> None:
+    """A file whose record waits in the Volume's pending directory is not missing a row: a
+    backfill indexing it would store it without the client's metadata, for good."""
+    client = minilake.client()
+    # No delivery pass during the test: the backfill runs while the row is pending.
+    backend = create_backend(settings_from_env({**env, "DATABRICKS_OUTBOX_RETRY_SECONDS": "3600"}))
+    assert isinstance(backend, DatabricksBackend)
+    try:
+        backend.write("ENG-BACKFILL", "warm-up.txt", io.BytesIO(b"table exists"))
+        client.warehouses.stop(minilake.warehouse_id).result()
+        try:
+            record = backend.write(
+                "ENG-BACKFILL", "memo.txt", io.BytesIO(b"pending"), {"author": "lead"}
+            )
+        finally:
+            client.warehouses.start(minilake.warehouse_id).result()
+        report = backfill_metadata(backend, dry_run=False, progress_stream=None)
+        backend.pending.deliver()
+    finally:
+        backend.close()
+
+    assert (report.scanned, report.indexed) == (2, 0), report.summary()
+    rows = {str(row[0]): row[3] for row in table_rows(minilake, env, "ENG-BACKFILL")}
+    assert json.loads(str(rows[record.id])) == {"author": "lead"}
