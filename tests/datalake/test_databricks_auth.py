@@ -151,13 +151,6 @@ def test_the_grant_hint_names_the_oauth_client_id(
     assert "named by its application id" in with_token
 
 
-@pytest.fixture
-def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
-    if databricks_workspace.bridge is None:
-        pytest.skip("needs MiniLake's fault controls; not run against a real workspace")
-    return databricks_workspace
-
-
 def test_the_bridge_token_endpoint_speaks_oauth_client_credentials(
     minilake: DatabricksWorkspace,
 ) -> None:

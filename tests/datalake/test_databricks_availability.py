@@ -22,13 +22,6 @@ from tests.live_server import LiveServer, free_port
 from tests.multipart import multipart_body
 
 
-@pytest.fixture
-def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
-    if databricks_workspace.bridge is None:
-        pytest.skip("needs MiniLake's controls; not run against a real workspace")
-    return databricks_workspace
-
-
 def upload(client: TestClient, engagement: str, name: str, content: bytes) -> httpx.Response:
     body, content_type = multipart_body({"engagement_id": engagement}, name, content)
     return client.post(

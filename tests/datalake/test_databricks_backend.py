@@ -49,13 +49,6 @@ from tests.transfer import round_trip
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
-    if databricks_workspace.bridge is None:
-        pytest.skip("needs MiniLake's fault controls; not run against a real workspace")
-    return databricks_workspace
-
-
 def upload(client: TestClient | httpx.Client, engagement: str, name: str, content: bytes,
            metadata: dict[str, object] | None = None) -> httpx.Response:  # fmt: skip
     fields = {"engagement_id": engagement}

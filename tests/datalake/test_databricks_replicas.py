@@ -28,13 +28,6 @@ ENGAGEMENT = "ENG-REPLICAS"
 
 
 @pytest.fixture
-def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
-    if databricks_workspace.bridge is None:
-        pytest.skip("stops and starts the warehouse; not run against a real workspace")
-    return databricks_workspace
-
-
-@pytest.fixture
 def replica_env(databricks_env: dict[str, str]) -> dict[str, str]:
     # Short timeouts, so the time after which any replica takes another's pending rows (the
     # longest a MERGE can run: 2 x statement timeout + retry budget + 10 s) is 16 s here.

@@ -139,6 +139,15 @@ def bridge(databricks_workspace: DatabricksWorkspace) -> Iterator[MiniLakeBridge
     databricks_workspace.bridge.faults.clear()
 
 
+@pytest.fixture
+def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
+    """The test workspace when it is MiniLake (behind the bridge, whose controls the test
+    uses: faults, stopped warehouses, denied privileges); skipped against a real workspace."""
+    if databricks_workspace.bridge is None:
+        pytest.skip("needs MiniLake's controls; not run against a real workspace")
+    return databricks_workspace
+
+
 class RunningMiniLake:
     """MiniLake in this process, behind the bridge and the latency model (ZERO: a pass-through
     that counts), served by uvicorn on a free port."""

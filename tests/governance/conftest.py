@@ -14,13 +14,6 @@ from tests.datalake.workspace import DatabricksWorkspace
 
 
 @pytest.fixture
-def minilake(databricks_workspace: DatabricksWorkspace) -> DatabricksWorkspace:
-    if databricks_workspace.bridge is None:
-        pytest.skip("needs MiniLake's controls; not run against a real workspace")
-    return databricks_workspace
-
-
-@pytest.fixture
 def base_schema(databricks_workspace: DatabricksWorkspace) -> Iterator[str]:
     """A fresh base schema name; on a real workspace, it and its layer schemas are dropped."""
     name = f"gov_{uuid.uuid4().hex[:12]}"
