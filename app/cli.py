@@ -17,7 +17,7 @@ from app.governance.commands import add_governance_commands
 from app.migration_command import add_migrate_command
 from app.observability.log_format import logging_config
 from app.observability.metrics import MULTIPROCESS_DIR_ENV
-from app.storage.errors import BackendNotInstalled
+from app.storage.errors import BackendNotInstalled, StorageMisconfigured
 from app.storage.registry import backend_class
 
 
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.handler(args)
-    except (ConfigError, BackendNotInstalled) as error:
+    except (ConfigError, BackendNotInstalled, StorageMisconfigured) as error:
         print(f"kmflow: {error}", file=sys.stderr)
         return 2
     return result
@@ -68,7 +68,9 @@ def run_serve(args: argparse.Namespace) -> int:
         if value is not None
     }
     settings = load_settings(**overrides)
-    backend_class(settings.storage_backend)  # a missing optional package fails here, clearly
+    # A missing optional package, a store served through another's index: refused here, in
+    # one line, not in every worker's lifespan.
+    backend_class(settings.storage_backend).preflight(settings)
     # Worker processes build their own Settings from the environment: hand them the flags.
     os.environ["API_HOST"] = settings.api_host
     os.environ["API_PORT"] = str(settings.api_port)

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     # Local backend and the process-local state every backend needs (staging, queues).
     local_storage_path: Path = Path("./evidence_store")
+    # Unset: beside the store, one per store (`_state_path_follows_the_store`).
     state_path: Path = Path("./kmflow_state")
 
     # Delta Lake backend: files and the evidence_metadata table under one base (dir or s3://).
@@ -157,6 +158,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _state_path_follows_the_store(self) -> Settings:
+        """Unset, STATE_PATH is derived from LOCAL_STORAGE_PATH (`./kmflow_state` for the
+        default store), so a store in a new directory gets its own index, never another's."""
+        if "state_path" not in self.model_fields_set:
+            self.state_path = default_state_path(self.local_storage_path)
+        return self
+
+    @model_validator(mode="after")
     def _state_path_on_a_local_disk(self) -> Settings:
         """Where STATE_PATH holds a backend's SQLite databases (see app.storage.filesystems),
         not on a network filesystem. For databricks and delta on s3:// it is scratch only."""
@@ -212,6 +221,18 @@ class Settings(BaseSettings):
     @property
     def auth_mode(self) -> Literal["api_keys", "open_loopback"]:
         return "api_keys" if self.api_keys else "open_loopback"
+
+
+def default_state_path(store: Path) -> Path:
+    """Where a store's index lives when STATE_PATH is not set: beside the store, one per store.
+
+    `kmflow_state` for a store named `evidence_store` (the default, and the images' layout
+    `/data/evidence_store` + `/data/kmflow_state`), `<store name>.kmflow_state` for any other,
+    so two stores in one directory (a rollback next to the original) never share an index.
+    """
+    store = store if store.name else store.resolve()  # "." has no name of its own
+    name = "kmflow_state" if store.name == "evidence_store" else f"{store.name}.kmflow_state"
+    return store.parent / name
 
 
 def is_loopback(host: str) -> bool:

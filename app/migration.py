@@ -5,8 +5,11 @@ A record keeps its identity across backends: the target stores it with the same 
 `stored_at`, file name and client metadata (`StorageBackend.restore`), and the bytes must hash
 to the recorded `content_hash`. That makes a migration
 
-- idempotent: a record whose id the target already holds with the same hash is skipped, so a
-  second run copies nothing and a row is never duplicated;
+- idempotent: a record whose id the target already holds with the same hash, and whose file
+  is there with the recorded size (`--verify`: and hashes to it), is skipped, so a second run
+  copies nothing and a row is never duplicated; a record the target lists but whose file is
+  gone is put back; and the end of a run checks that every record is in the target, rather
+  than counting what it did;
 - resumable: a run killed halfway leaves only what the target's own startup cleanup removes
   (staged files, unfinished uploads), and the next run copies the rest;
 - honest about conflicts: the same id with different bytes is reported, never overwritten.
@@ -44,31 +47,54 @@ class MigrationItem:
 @dataclass
 class MigrationPlan:
     to_copy: list[MigrationItem] = field(default_factory=list)
-    skipped: list[MigrationItem] = field(default_factory=list)
+    # The target lists these records (same id and hash) but their files are gone.
+    to_put_back: list[tuple[MigrationItem, EvidenceRecord]] = field(default_factory=list)
+    # The target holds these, as checked: the target's record of each.
+    skipped: list[EvidenceRecord] = field(default_factory=list)
     refused: list[tuple[MigrationItem, str]] = field(default_factory=list)
 
     @property
+    def records(self) -> int:
+        return len(self.to_copy) + len(self.to_put_back) + len(self.skipped) + len(self.refused)
+
+    @property
     def bytes_to_copy(self) -> int:
-        return sum(item.record.size_bytes for item in self.to_copy)
+        return sum(item.record.size_bytes for item in self.to_copy) + sum(
+            record.size_bytes for _, record in self.to_put_back
+        )
 
 
 @dataclass
 class MigrationReport:
     copied: int = 0
+    put_back: int = 0
     skipped: int = 0
     bytes_copied: int = 0
+    bytes_put_back: int = 0
+    records: int = 0  # every record of the source
     failures: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason)
+    # The target's records of everything copied, put back or skipped, checked at the end.
+    in_target: list[EvidenceRecord] = field(default_factory=list)
+    present: int | None = None  # of `in_target`, how many the check found; None: not checked
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.present == self.records
 
     def summary(self) -> str:
         lines = [
-            f"copied: {self.copied} ({self.bytes_copied} bytes), skipped (already there): "
+            f"copied: {self.copied} ({self.bytes_copied} bytes), put back (file was missing): "
+            f"{self.put_back} ({self.bytes_put_back} bytes), skipped (already there): "
             f"{self.skipped}, failed: {len(self.failures)}"
         ]
         lines += [f"  FAILED {origin}: {reason}" for origin, reason in self.failures]
+        if self.present is None:
+            lines.append("in the target: not checked (the check itself failed, see above)")
+        else:
+            lines.append(
+                f"in the target: {self.present} of the source's {self.records} records, with "
+                "their recorded size (checked after copying)"
+            )
         return "\n".join(lines)
 
 
@@ -100,11 +126,21 @@ def directory_items(root: Path) -> Iterator[MigrationItem]:
             yield MigrationItem(record, partial(_open_binary, path), str(path))
 
 
-def plan_migration(items: Iterable[MigrationItem], target: StorageBackend | None) -> MigrationPlan:
-    """Sort items into copy / skip / refuse, reading the target's records once per engagement
-    (`None`: a target that does not exist yet, so holds nothing)."""
+def plan_migration(
+    items: Iterable[MigrationItem],
+    target: StorageBackend | None,
+    *,
+    verify: bool = False,
+    workers: int = 1,
+) -> MigrationPlan:
+    """Sort items into copy / put back / skip / refuse, reading the target's records once per
+    engagement (`None`: a target that does not exist yet, so holds nothing). A record the
+    target lists is skipped only if its file is there with the recorded size, and with
+    `verify` only if it hashes to the record too (read with `workers` threads)."""
     plan = MigrationPlan()
     known: dict[str, dict[str, EvidenceRecord]] = {}
+    listed: list[tuple[MigrationItem, EvidenceRecord]] = []  # same id and hash in the target
+    planned: set[str] = set()
     for item in items:
         record = item.record
         try:
@@ -119,10 +155,9 @@ def plan_migration(items: Iterable[MigrationItem], target: StorageBackend | None
         existing = known[record.engagement_id].get(record.id)
         if existing is None:
             plan.to_copy.append(item)
-            known[record.engagement_id][record.id] = record  # a repeat in the source: refuse it
-        elif existing.content_hash == record.content_hash:
-            plan.skipped.append(item)
-        else:
+            known[record.engagement_id][record.id] = record
+            planned.add(record.id)
+        elif existing.content_hash != record.content_hash:
             plan.refused.append(
                 (
                     item,
@@ -130,50 +165,137 @@ def plan_migration(items: Iterable[MigrationItem], target: StorageBackend | None
                     "with different content; not overwritten",
                 )
             )
+        elif record.id not in planned:  # else the same record twice in the source: copied once
+            listed.append((item, existing))
+    if target is not None and listed:
+        _sort_listed(plan, listed, target, verify=verify, workers=workers)
     return plan
+
+
+def _sort_listed(
+    plan: MigrationPlan,
+    listed: list[tuple[MigrationItem, EvidenceRecord]],
+    target: StorageBackend,
+    *,
+    verify: bool,
+    workers: int,
+) -> None:
+    sizes = target.stored_sizes([existing for _, existing in listed])
+    present: list[tuple[MigrationItem, EvidenceRecord]] = []
+    for item, existing in listed:
+        size = sizes[existing.id]
+        if size is None:
+            plan.to_put_back.append((item, existing))
+        elif size != existing.size_bytes:
+            plan.refused.append(
+                (
+                    item,
+                    f"the target's file of {existing.id} has {size} bytes, its record "
+                    f"{existing.size_bytes}: damaged in the target; not overwritten",
+                )
+            )
+        else:
+            present.append((item, existing))
+    if not verify:
+        plan.skipped += [existing for _, existing in present]
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashes = pool.map(lambda pair: _target_hash(target, pair[1]), present)
+        for (item, existing), content_hash in zip(present, hashes, strict=True):
+            if content_hash == existing.content_hash:
+                plan.skipped.append(existing)
+            else:
+                plan.refused.append(
+                    (
+                        item,
+                        f"the target's file of {existing.id} does not hash to its record "
+                        f"(sha256 {content_hash}): damaged in the target; not overwritten",
+                    )
+                )
+
+
+def _target_hash(target: StorageBackend, record: EvidenceRecord) -> str:
+    with target.open(record) as stream:
+        content_hash, _ = sha256_of(stream)
+    return content_hash
 
 
 def run_migration(
     plan: MigrationPlan, target: StorageBackend, *, workers: int, progress_stream: TextIO | None
 ) -> MigrationReport:
-    report = MigrationReport(skipped=len(plan.skipped))
+    report = MigrationReport(
+        skipped=len(plan.skipped), in_target=list(plan.skipped), records=plan.records
+    )
     report.failures += [(item.origin, reason) for item, reason in plan.refused]
-    progress = Progress(len(plan.to_copy), plan.bytes_to_copy, "migrating", progress_stream)
+    files = len(plan.to_copy) + len(plan.to_put_back)
+    progress = Progress(files, plan.bytes_to_copy, "migrating", progress_stream)
     try:
         with target.bulk(), ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_copy, item, target, progress): item for item in plan.to_copy}
+            futures = {
+                pool.submit(_copy, item, target, progress): (item, False) for item in plan.to_copy
+            }
+            futures |= {
+                pool.submit(_put_back, item, existing, target, progress): (item, True)
+                for item, existing in plan.to_put_back
+            }
             for future in as_completed(futures):
-                item = futures[future]
+                item, putting_back = futures[future]
                 try:
-                    future.result()
+                    stored = future.result()
                 except (StorageError, OSError) as error:
                     report.failures.append((item.origin, f"{type(error).__name__}: {error}"))
+                    continue
+                report.in_target.append(stored)
+                if putting_back:
+                    report.put_back += 1
+                    report.bytes_put_back += stored.size_bytes
                 else:
                     report.copied += 1
-                    report.bytes_copied += item.record.size_bytes
+                    report.bytes_copied += stored.size_bytes
     except StorageError as error:  # the target's final step (Databricks: metadata rows)
         report.failures.append(("metadata", str(error)))
     progress.finish()
+    try:
+        sizes = target.stored_sizes(report.in_target)
+    except StorageError as error:
+        report.failures.append(("check", f"cannot check the target: {error}"))
+    else:
+        report.present = sum(sizes[record.id] == record.size_bytes for record in report.in_target)
     return report
 
 
 def describe_plan(plan: MigrationPlan) -> str:
     lines = [
-        f"plan: copy {len(plan.to_copy)} file(s), {plan.bytes_to_copy} bytes; "
-        f"skip {len(plan.skipped)} already there; refuse {len(plan.refused)}"
+        f"plan: copy {len(plan.to_copy)} file(s), put back {len(plan.to_put_back)} missing, "
+        f"{plan.bytes_to_copy} bytes; skip {len(plan.skipped)} already there; "
+        f"refuse {len(plan.refused)}"
     ]
     lines += [
         f"  copy {item.origin} -> {item.record.engagement_id}/{item.record.file_name}"
         for item in plan.to_copy
     ]
+    lines += [
+        f"  put back {item.origin} -> {existing.volume_path} (listed, file missing)"
+        for item, existing in plan.to_put_back
+    ]
     lines += [f"  REFUSE {item.origin}: {reason}" for item, reason in plan.refused]
     return "\n".join(lines)
 
 
-def _copy(item: MigrationItem, target: StorageBackend, progress: Progress) -> None:
+def _copy(item: MigrationItem, target: StorageBackend, progress: Progress) -> EvidenceRecord:
     with item.open() as stream:
-        target.restore(item.record, _CountingReader(stream, progress))
+        stored = target.restore(item.record, _CountingReader(stream, progress))
     progress.advance(files=1)
+    return stored
+
+
+def _put_back(
+    item: MigrationItem, existing: EvidenceRecord, target: StorageBackend, progress: Progress
+) -> EvidenceRecord:
+    with item.open() as stream:
+        target.put_back(existing, _CountingReader(stream, progress))
+    progress.advance(files=1)
+    return existing
 
 
 class _CountingReader:

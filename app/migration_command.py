@@ -49,6 +49,11 @@ def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     migrate.add_argument("--volume", help="volume (default DATABRICKS_VOLUME)")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     migrate.add_argument(
+        "--verify", action="store_true",
+        help="skip a record the target already holds only if its file there hashes to the record "
+        "(reads those files; without it, present with the recorded size is enough)",
+    )  # fmt: skip
+    migrate.add_argument(
         "--bare", action="store_true",
         help="read --source-dir as a bare <engagement_id>/<file> tree even where it looks like "
         "a kmflow store whose index is elsewhere (original names and metadata are then lost)",
@@ -101,7 +106,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None) -> int:
     try:
-        plan = plan_migration(items, target)
+        plan = plan_migration(items, target, verify=args.verify, workers=args.workers)
     except StorageError as error:
         print(f"kmflow: cannot plan the migration: {error}", file=sys.stderr)
         return 1

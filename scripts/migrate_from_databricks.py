@@ -31,5 +31,8 @@ if __name__ == "__main__":
             "--state-dir": "its kmflow index directory (default STATE_PATH)",
             "--workers": "parallel copies (default 8)",
         },
-        switches={"--dry-run": "print the plan, change nothing"},
+        switches={
+            "--dry-run": "print the plan, change nothing",
+            "--verify": "re-hash the files the target already holds before skipping them",
+        },
     )))  # fmt: skip

@@ -37,6 +37,7 @@ if __name__ == "__main__":
         },
         switches={
             "--dry-run": "print the plan, change nothing",
+            "--verify": "re-hash the files the target already holds before skipping them",
             "--backfill-metadata": "add missing evidence_metadata rows for files already in "
             "the Volume; upload nothing",
         },

@@ -207,3 +207,17 @@ def test_serve_refuses_sqlite_state_on_a_network_filesystem_with_one_line(
     assert error.startswith(f"kmflow: invalid configuration: STATE_PATH={share / 'kmflow_state'}")
     assert "network filesystem (nfs4" in error and "put STATE_PATH on a local disk" in error
     assert not (share / "kmflow_state").exists()  # refused before anything was created
+
+
+def test_state_path_unset_follows_the_store_so_each_store_has_its_own_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def state_for(store: str) -> Path:
+        return load_settings(local_storage_path=Path(store)).state_path
+
+    assert load_settings().state_path == Path("kmflow_state")
+    assert state_for("/data/evidence_store") == Path("/data/kmflow_state")
+    assert state_for("/data/rollback") == Path("/data/rollback.kmflow_state")
+    assert state_for("/data/rollback") != state_for("/data/other")
+    monkeypatch.setenv("STATE_PATH", "/var/lib/kmflow")
+    assert state_for("/data/rollback") == Path("/var/lib/kmflow")  # set: used as it is

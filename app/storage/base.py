@@ -209,6 +209,11 @@ class StorageBackend(ABC):
     def from_settings(cls, settings: Settings) -> Self:
         """Build the backend from `Settings`; raise `StorageMisconfigured` on bad targets."""
 
+    @classmethod  # noqa: B027 (an optional hook: most backends have nothing to check)
+    def preflight(cls, settings: Settings) -> None:
+        """Refuse settings that cannot work, before the server starts and without changing
+        anything (raises `StorageMisconfigured`); the constructor checks the same again."""
+
     # -- public API: validates, then calls the backend's hook ---------------------------------
 
     def stage(self) -> StagedFile:
@@ -358,6 +363,29 @@ class StorageBackend(ABC):
                 decode_metadata(record.metadata_json)
         except InvalidInput as error:
             raise InvalidInput(f"metadata of {record.id}: {error}") from None
+        staged = self._stage_record_bytes(record, stream)
+        try:
+            return self._commit(staged, record.model_copy(update={"volume_path": ""}))
+        finally:
+            staged.discard()
+
+    def put_back(self, record: EvidenceRecord, stream: Readable) -> None:
+        """Store again the bytes of a record this backend lists but whose file is gone (removed
+        behind its back): a migration's repair. Never replaces a file that is there."""
+        staged = self._stage_record_bytes(record, stream)
+        try:
+            self._put_back(staged, record)
+        finally:
+            staged.discard()
+
+    def stored_sizes(self, records: Sequence[EvidenceRecord]) -> dict[str, int | None]:
+        """The size of each record's file as the store holds it now, by id (None: missing):
+        what "the target holds it" means to a migration, checked rather than assumed."""
+        with observed(self.name, "stat", CLIENTS_FAULT):
+            return {record.id: self._stored_size(record) for record in records}
+
+    def _stage_record_bytes(self, record: EvidenceRecord, stream: Readable) -> StagedFile:
+        """The stream staged and sealed, refused unless it hashes to the record."""
         staged = self.stage()
         try:
             while chunk := stream.read(COPY_CHUNK_BYTES):
@@ -369,9 +397,10 @@ class StorageBackend(ABC):
                     f"{record.content_hash} ({record.size_bytes} bytes)"
                 )
             staged.seal()
-            return self._commit(staged, record.model_copy(update={"volume_path": ""}))
-        finally:
+        except BaseException:
             staged.discard()
+            raise
+        return staged
 
     def write(
         self,
@@ -455,6 +484,15 @@ class StorageBackend(ABC):
 
         Every field of `record` is final except `volume_path`, which the backend fills in.
         """
+
+    @abstractmethod
+    def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
+        """Place the sealed staged bytes at `record.volume_path`, where no file is; durable on
+        return. The record is already indexed."""
+
+    @abstractmethod
+    def _stored_size(self, record: EvidenceRecord) -> int | None:
+        """Bytes of the record's file in the store, None if it is missing."""
 
     @abstractmethod
     def _engagements(self) -> Iterable[str]: ...

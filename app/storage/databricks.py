@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict, Unauthenticated
+from databricks.sdk.service.files import DirectoryEntry
 
 from app.config import Settings
 from app.observability import metrics
@@ -444,14 +445,7 @@ class DatabricksBackend(StorageBackend):
         """Every file under the evidence directory, at any depth."""
         directories = [self.root]
         while directories:
-            directory = directories.pop()
-            try:
-                entries = list(self.client.files.list_directory_contents(directory))
-            except NotFound:
-                continue
-            except TRANSPORT_ERRORS as error:
-                raise self._files_error(error, "READ VOLUME") from error
-            for entry in entries:
+            for entry in self._directory_entries(directories.pop()):
                 path = (entry.path or "").rstrip("/")
                 if entry.is_directory:
                     directories.append(path)
@@ -598,6 +592,36 @@ class DatabricksBackend(StorageBackend):
         if contents is None:
             raise StorageUnavailable(f"Databricks returned no content for {record.id}")
         return contents
+
+    def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
+        self._upload(staged, record)
+
+    def _stored_size(self, record: EvidenceRecord) -> int | None:
+        try:
+            return self.client.files.get_metadata(record.volume_path).content_length
+        except NotFound:
+            return None
+        except TRANSPORT_ERRORS as error:
+            raise self._files_error(error, "READ VOLUME") from error
+
+    def stored_sizes(self, records: Sequence[EvidenceRecord]) -> dict[str, int | None]:
+        """One listing per engagement directory rather than one request per file: a migration
+        checks every record it planned."""
+        found: dict[str, int] = {}
+        for directory in sorted({posixpath.dirname(record.volume_path) for record in records}):
+            for entry in self._directory_entries(directory):
+                if not entry.is_directory and entry.path:
+                    found[entry.path] = entry.file_size or 0
+        return {record.id: found.get(record.volume_path) for record in records}
+
+    def _directory_entries(self, directory: str) -> list[DirectoryEntry]:
+        """A Volume directory's entries; none if it does not exist."""
+        try:
+            return list(self.client.files.list_directory_contents(directory))
+        except NotFound:
+            return []
+        except TRANSPORT_ERRORS as error:
+            raise self._files_error(error, "READ VOLUME") from error
 
     # -- health and errors -------------------------------------------------------------------------
 

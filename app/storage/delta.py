@@ -142,6 +142,14 @@ class DeltaLakeBackend(StorageBackend):
         intent.unlink(missing_ok=True)
         return record
 
+    def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
+        with _store_errors():
+            self.files.place(staged, record.volume_path)
+
+    def _stored_size(self, record: EvidenceRecord) -> int | None:
+        with _store_errors():
+            return self.files.size(record.volume_path)
+
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         return self.table.get(engagement_id, evidence_id)
 

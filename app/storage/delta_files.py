@@ -60,7 +60,11 @@ class EvidenceFiles(ABC):
         """A readable stream of the file; raises `StorageUnavailable` if it is missing."""
 
     @abstractmethod
-    def exists(self, relative: str) -> bool: ...
+    def size(self, relative: str) -> int | None:
+        """The file's size in bytes; None if it is missing."""
+
+    def exists(self, relative: str) -> bool:
+        return self.size(relative) is not None
 
     @abstractmethod
     def lease(self, relative: str, seconds: float) -> contextlib.AbstractContextManager[bool]:
@@ -101,8 +105,11 @@ class LocalFiles(EvidenceFiles):
         except FileNotFoundError as error:
             raise StorageUnavailable(f"evidence file {relative} is missing") from error
 
-    def exists(self, relative: str) -> bool:
-        return self.path(relative).exists()
+    def size(self, relative: str) -> int | None:
+        try:
+            return self.path(relative).stat().st_size
+        except FileNotFoundError:
+            return None
 
     @contextmanager
     def lease(self, relative: str, seconds: float) -> Iterator[bool]:
@@ -164,12 +171,11 @@ class ObjectStoreFiles(EvidenceFiles):
         chunks = (bytes(chunk) for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES))
         return cast(BinaryIO, io.BufferedReader(_ChunkReader(chunks), READ_CHUNK_BYTES))
 
-    def exists(self, relative: str) -> bool:
+    def size(self, relative: str) -> int | None:
         try:
-            obstore.head(self._store, relative)
+            return int(obstore.head(self._store, relative)["size"])
         except FileNotFoundError:
-            return False
-        return True
+            return None
 
     @contextmanager
     def lease(self, relative: str, seconds: float) -> Iterator[bool]:

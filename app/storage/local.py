@@ -1,8 +1,9 @@
 """Evidence on the local filesystem with an embedded SQLite index; the default backend.
 
 Layout: `<LOCAL_STORAGE_PATH>/<engagement_id>/<id>_<slug>` holds exactly the evidence files
-(so the runbook's `find ./evidence_store -type f` inventory is exact); the index and in-flight
-uploads live under `STATE_PATH`, which must be on the same filesystem so a commit is a rename.
+(so the runbook's `find ./evidence_store -type f` inventory is exact) and the store's identity
+link; the index and in-flight uploads live under `STATE_PATH`, which must be on the same
+filesystem so a commit is a rename. The index knows its store (`store_identity`).
 
 A commit: fsync the staged file, record a write intent, rename into place, fsync the
 directory, then insert the record and drop the intent in one transaction.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.config import Settings
+from app.storage import store_identity
 from app.storage.base import (
     BackendHealth,
     EvidenceRecord,
@@ -39,13 +41,15 @@ class LocalBackend(StorageBackend):
 
     def __init__(self, store_path: Path, state_path: Path) -> None:
         self.store = store_path.resolve()
-        self.store.mkdir(parents=True, exist_ok=True)
         state = state_path.resolve()
         if state.is_relative_to(self.store) or self.store.is_relative_to(state):
             raise StorageMisconfigured(
                 f"STATE_PATH ({state}) and LOCAL_STORAGE_PATH ({self.store}) must not contain "
                 "each other: the store holds evidence files only"
             )
+        # Before anything is created: a foreign index changes nothing on disk.
+        self._identity = store_identity.check(self.store, state)
+        self.store.mkdir(parents=True, exist_ok=True)
         super().__init__(staging_root=state / "staging")
         if os.stat(self.store).st_dev != os.stat(self._staging.root).st_dev:
             self._staging.close()
@@ -53,14 +57,26 @@ class LocalBackend(StorageBackend):
                 f"STATE_PATH ({state}) must be on the same filesystem as "
                 f"LOCAL_STORAGE_PATH ({self.store}) so that writes are atomic renames"
             )
-        self.index = SqliteIndex(state / "index.sqlite3")
+        self.index = SqliteIndex(state / store_identity.INDEX_FILE)
         self._directory_sync = SharedDirectorySync()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBackend:
         return cls(settings.local_storage_path, settings.state_path)
 
+    @classmethod
+    def preflight(cls, settings: Settings) -> None:
+        store_identity.check(settings.local_storage_path.resolve(), settings.state_path.resolve())
+
     def startup(self) -> None:
+        """Binds store and index first: the cleanup below removes files from the store."""
+        marker = store_identity.mark(self.store, self._identity)
+        bound = self.index.bind(marker, str(self.store))
+        if bound.identity != marker:  # another process bound the index in between
+            raise store_identity.ForeignIndex(
+                f"the index at {self.index.db.path.parent} belongs to the store at "
+                f"{bound.store_path}, not to {self.store}"
+            )
         super().startup()
         for evidence_id, path, owner in self.index.intents():
             if owner_is_alive(self._staging.root, owner):
@@ -114,13 +130,30 @@ class LocalBackend(StorageBackend):
         return self.index.page(engagement_id, limit, cursor, content_hash)
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
+        try:
+            return self._file_of(record).open("rb")
+        except FileNotFoundError as error:
+            raise StorageUnavailable(f"the file of record {record.id} is missing") from error
+
+    def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
+        target = self._file_of(record)
+        if not target.parent.is_dir():
+            target.parent.mkdir()
+            fsync_directory(self.store)
+        link_into_place(staged.path, target)
+        self._directory_sync.sync(target.parent)
+
+    def _stored_size(self, record: EvidenceRecord) -> int | None:
+        try:
+            return self._file_of(record).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def _file_of(self, record: EvidenceRecord) -> Path:
         path = (self.store / record.volume_path).resolve()
         if not path.is_relative_to(self.store):
             raise StorageMisconfigured(f"record {record.id} points outside the store")
-        try:
-            return path.open("rb")
-        except FileNotFoundError as error:
-            raise StorageUnavailable(f"the file of record {record.id} is missing") from error
+        return path
 
     @property
     def store_location(self) -> str:

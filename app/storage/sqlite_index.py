@@ -3,7 +3,8 @@
 Besides `evidence_metadata` (the runbook's columns) it keeps `write_intents`: a row is added
 before a committed file is moved into the store and removed, in the same transaction that adds
 the record, after. A crash in between leaves an intent naming a file that no record points at;
-startup removes that file, so the store never holds unindexed evidence.
+startup removes that file, so the store never holds unindexed evidence. And `store_identity`:
+which store the index belongs to (`app.storage.store_identity`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from app.storage.base import EvidenceRecord, RecordPage
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.sqlite_db import SqliteDatabase
+from app.storage.store_identity import BINDING_SCHEMA, IndexBinding
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS evidence_metadata (
     id             TEXT    NOT NULL PRIMARY KEY,
     engagement_id  TEXT    NOT NULL,
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS write_intents (
     owner  TEXT NOT NULL
 );
 """
+    + BINDING_SCHEMA
+)
 
 COLUMNS = (
     "id, engagement_id, file_name, volume_path, content_hash, size_bytes, stored_at, metadata_json"
@@ -124,6 +129,19 @@ class SqliteIndex:
     def engagements(self) -> list[str]:
         rows = self.db.connection().execute("SELECT DISTINCT engagement_id FROM evidence_metadata")
         return [row[0] for row in rows]
+
+    def bind(self, identity: str, store_path: str) -> IndexBinding:
+        """Record the store this index belongs to, unless it records one already; returns
+        the one recorded (the caller compares it with the store's marker)."""
+        self.db.write(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO store_identity (only, identity, store_path) "
+                "VALUES (1, ?, ?)",
+                (identity, store_path),
+            )
+        )
+        row = self.db.connection().execute("SELECT identity, store_path FROM store_identity")
+        return IndexBinding(*row.fetchone())
 
     def ping(self) -> None:
         self.db.connection().execute("SELECT 1 FROM evidence_metadata LIMIT 1").fetchall()

@@ -128,3 +128,40 @@ def test_a_dry_run_creates_nothing_in_a_new_local_target(
 
     assert "plan: copy 1 file(s)" in capsys.readouterr().out
     assert not (tmp_path / "new").exists() and not (tmp_path / "new_state").exists()
+
+
+def test_files_deleted_behind_the_index_are_put_back_and_damaged_ones_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = LocalBackend(tmp_path / "store", tmp_path / "state")
+    store.startup()
+    records = [store.write("E1", f"f{n}.bin", io.BytesIO(b"%d" % n * 50)) for n in range(10)]
+    store.close()
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0
+    files = [tmp_path / "store" / record.volume_path for record in records]
+    for path in files[:3]:
+        path.unlink()  # behind the index's back
+    files[3].write_bytes(b"shorter")  # damaged: another size
+    files[4].write_bytes(b"x" * records[4].size_bytes)  # damaged: same size, other bytes
+    capsys.readouterr()
+
+    assert main(["migrate", "--from", "delta", "--to", "local"]) == 1
+    output = capsys.readouterr().out
+
+    assert "copied: 0 " in output and "put back (file was missing): 3 " in output
+    assert "skipped (already there): 6" in output and "failed: 1" in output
+    assert f"{records[3].id} has 7 bytes, its record {records[3].size_bytes}" in output
+    assert "in the target: 9 of the source's 10 records" in output
+    for n, path in enumerate(files[:3]):
+        assert path.read_bytes() == b"%d" % n * 50
+    assert files[3].read_bytes() == b"shorter"  # never overwritten
+
+    assert main(["migrate", "--from", "delta", "--to", "local", "--verify"]) == 1
+    verified = capsys.readouterr().out
+
+    assert "skipped (already there): 8" in verified and "failed: 2" in verified
+    assert f"the target's file of {records[4].id} does not hash to its record" in verified
+    assert files[4].read_bytes() == b"x" * records[4].size_bytes

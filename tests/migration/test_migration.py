@@ -280,3 +280,92 @@ def test_rollback_is_one_variable_the_local_evidence_is_served_again(
     assert health["storage"] == "local"
     assert sorted(item["id"] for item in listed) == sorted(seeded)
     assert content.content == seeded[first["id"]][0]
+
+
+def served_evidence(url: str, engagements: list[str]) -> dict[str, tuple[object, bytes]]:
+    """Everything a client can read back: each record as listed and as fetched, and its bytes."""
+    served: dict[str, tuple[object, bytes]] = {}
+    with httpx.Client(base_url=url, headers=AUTH) as http:
+        for engagement in engagements:
+            listing = http.get(f"/api/v1/evidence/{engagement}", params={"limit": 1000}).json()
+            assert listing["next_cursor"] is None
+            for item in listing["items"]:
+                path = f"/api/v1/evidence/{engagement}/{item['id']}"
+                assert http.get(path).json() == item
+                content = http.get(f"{path}/content")
+                assert content.status_code == 200
+                served[item["id"]] = (item, content.content)
+    return served
+
+
+def test_round_trip_to_databricks_and_back_into_a_new_directory_with_default_settings(
+    databricks_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runbook as written, from a local store on defaults (./evidence_store, ./kmflow_state)
+    to Databricks and rolled back into a new directory: the service then serves the same
+    evidence. Rolling back into the original directory changes nothing."""
+    for variable in ("LOCAL_STORAGE_PATH", "STATE_PATH", "STORAGE_BACKEND"):
+        monkeypatch.delenv(variable, raising=False)
+    env = {**databricks_env, "API_KEYS": API_KEY}
+    coordinates = [
+        "--catalog", env["DATABRICKS_CATALOG"], "--schema", env["DATABRICKS_SCHEMA"],
+        "--volume", env["DATABRICKS_VOLUME"],
+    ]  # fmt: skip
+    engagements = ["ACME-1", "ACME-2", "GLOBEX-7"]
+    original = LiveServer({**env, "STORAGE_BACKEND": "local"}, cwd=tmp_path)
+    try:
+        with httpx.Client(base_url=original.url, headers=AUTH) as http:
+            for n in range(24):
+                content = b"evidence %d " % (n % 20) * (n + 1) * 40  # a few duplicates
+                response = http.post(
+                    "/api/v1/evidence/upload",
+                    data={
+                        "engagement_id": engagements[n % 3],
+                        "metadata": json.dumps({"n": n, "custodian": f"person {n % 4}"}),
+                    },
+                    files={"file": (f"exhibit {n} (final).pdf", content)},
+                )
+                assert response.status_code == 201, response.text
+        before = served_evidence(original.url, engagements)
+    finally:
+        original.stop()
+    assert len(before) == 24
+
+    code, output = run_script(
+        "migrate_to_databricks.py", "--source-dir", "./evidence_store", *coordinates,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, output
+
+    def rollback_into(target_dir: str) -> str:  # the runbook's command, as written
+        code, output = run_script(
+            "migrate_from_databricks.py", *coordinates, "--target-dir", target_dir,
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert code == 0, output
+        return output
+
+    output = rollback_into("./evidence_store_rollback")
+    assert "copied: 24 " in output and "in the target: 24 of the source's 24 records" in output
+
+    rolled_back = LiveServer(
+        {**env, "STORAGE_BACKEND": "local", "LOCAL_STORAGE_PATH": "./evidence_store_rollback"},
+        cwd=tmp_path,
+    )
+    try:
+        after = served_evidence(rolled_back.url, engagements)
+    finally:
+        rolled_back.stop()
+    assert after == before  # ids, bytes, names, times, hashes, metadata: record for record
+    assert (tmp_path / "evidence_store_rollback.kmflow_state" / "index.sqlite3").is_file()
+
+    original_store = sorted(
+        (p, p.lstat().st_mtime_ns) for p in (tmp_path / "evidence_store").rglob("*")
+    )
+    output = rollback_into("./evidence_store")
+    assert "copied: 0 " in output and "put back (file was missing): 0 " in output
+    assert "skipped (already there): 24" in output
+    assert (
+        sorted((p, p.lstat().st_mtime_ns) for p in (tmp_path / "evidence_store").rglob("*"))
+        == original_store
+    )
