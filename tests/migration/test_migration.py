@@ -121,6 +121,29 @@ def test_local_store_to_databricks_dry_run_then_copy_then_copy_nothing(
     assert_table_matches(databricks_workspace, env, seeded)
 
 
+def test_volume_files_deleted_behind_the_table_are_put_back_by_a_rerun(
+    env: dict[str, str], databricks_workspace: DatabricksWorkspace, tmp_path: Path
+) -> None:
+    seeded = seed_local_store(env, files=20)
+    assert to_databricks(env, tmp_path)[0] == 0
+    client = databricks_workspace.client()
+    deleted = volume_files(databricks_workspace, env)[:4]
+    for path in deleted:
+        client.files.delete(path)
+
+    code, output = to_databricks(env, tmp_path)
+
+    assert code == 0, output
+    assert "copied: 0 " in output and "put back (file was missing): 4 " in output
+    assert "skipped (already there): 16" in output
+    assert "in the target: 20 of the source's 20 records" in output
+    for path in deleted:
+        evidence_id = path.rsplit("/", 1)[1].split("_", 1)[0]
+        downloaded = client.files.download(path).contents
+        assert downloaded is not None and downloaded.read() == seeded[evidence_id][0]
+    assert_table_matches(databricks_workspace, env, seeded)  # no row added twice
+
+
 def test_a_migration_killed_halfway_completes_on_rerun_without_duplicates(
     env: dict[str, str], databricks_workspace: DatabricksWorkspace, tmp_path: Path
 ) -> None:
