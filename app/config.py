@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     delta_checkpoint_every: int = Field(default=100, ge=2, le=100_000)
     delta_log_retention_days: int = Field(default=30, ge=1, le=36_500)
 
-    # Databricks backend (names and defaults from the operator runbook).
+    # Databricks backend (names and defaults from docs/databricks-upgrade-runbook.md).
     databricks_host: str | None = None
     # One way to authenticate: a token, or a service principal's OAuth M2M client credentials
     # (its application id and an OAuth secret); none: the SDK's own credential chain.

@@ -1,5 +1,6 @@
 """Copy evidence from one place to another: the one migration behind `kmflow migrate` and the
-runbook's `scripts/migrate_to_databricks.py` / `scripts/migrate_from_databricks.py`.
+runbook's (`docs/databricks-upgrade-runbook.md`) `scripts/migrate_to_databricks.py` and
+`scripts/migrate_from_databricks.py`.
 
 A record keeps its identity across backends: the target stores it with the same `id`,
 `stored_at`, file name and client metadata (`StorageBackend.restore`), and the bytes must hash

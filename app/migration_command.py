@@ -1,5 +1,6 @@
 """`kmflow migrate`: the operator's front end to `app.migration`, shared by the runbook's
-`scripts/migrate_to_databricks.py` and `scripts/migrate_from_databricks.py`."""
+(`docs/databricks-upgrade-runbook.md`) `scripts/migrate_to_databricks.py` and
+`scripts/migrate_from_databricks.py`."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )  # fmt: skip
     migrate.add_argument("--target-dir", type=Path, help="local target store")
     migrate.add_argument(
-        "--state-dir", type=Path, help="where the local index lives (default STATE_PATH)"
+        "--state-dir",
+        type=Path,
+        help="the local store's index directory (default STATE_PATH; unset, the directory "
+        "beside the store: kmflow_state for evidence_store, else <store>.kmflow_state)",
     )
     migrate.add_argument("--catalog", help="Unity Catalog catalog (default DATABRICKS_CATALOG)")
     migrate.add_argument("--schema", help="base schema (default DATABRICKS_SCHEMA)")

@@ -4,7 +4,8 @@
 -- responses, so every run is bounded in count (N) and in time (-d). If the body holds MARK
 -- (see multipart_body.py), each request gets it replaced by 32 digits of its own, so no two
 -- uploads carry the same bytes (as with real clients; identical files would be duplicates).
--- Adapted from /work/shared/bench-reference/put.lua; done() adds percentiles and errors.
+-- Adapted from the wrk PUT script the nginx baseline was first measured with; done() adds
+-- percentiles and errors.
 local ffi = require("ffi")
 ffi.cdef[[ int kill(int pid, int sig); int getpid(void);
   typedef struct { long tv_sec; long tv_nsec; } ts_t; int clock_gettime(int, ts_t*); ]]

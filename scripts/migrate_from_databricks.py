@@ -28,7 +28,7 @@ if __name__ == "__main__":
             "--schema": "base schema (default DATABRICKS_SCHEMA)",
             "--volume": "volume (default DATABRICKS_VOLUME)",
             "--target-dir": "the local store (default LOCAL_STORAGE_PATH)",
-            "--state-dir": "its kmflow index directory (default STATE_PATH)",
+            "--state-dir": "its index directory (default STATE_PATH; unset: beside the store)",
             "--workers": "parallel copies (default 8)",
         },
         switches={

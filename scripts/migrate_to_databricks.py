@@ -29,7 +29,7 @@ if __name__ == "__main__":
         direction=["--from", "local", "--to", "databricks"],
         value_flags={
             "--source-dir": "the local store (default LOCAL_STORAGE_PATH)",
-            "--state-dir": "its kmflow index directory (default STATE_PATH)",
+            "--state-dir": "its index directory (default STATE_PATH; unset: beside the store)",
             "--catalog": "Unity Catalog catalog (default DATABRICKS_CATALOG)",
             "--schema": "base schema (default DATABRICKS_SCHEMA)",
             "--volume": "volume (default DATABRICKS_VOLUME)",

@@ -1,1 +1,1 @@
-"""Domain models the runbook names."""
+"""Domain models the runbook (`docs/databricks-upgrade-runbook.md`) names."""

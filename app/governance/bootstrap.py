@@ -3,9 +3,9 @@
 In dependency order: the catalog, the base schema, the three medallion layer schemas, the
 volume, then the `evidence_metadata` table, and kmflow's own `kmflow_claims` (Idempotency-Keys
 and leases every replica sees; the service creates it on first use otherwise, which needs
-CREATE TABLE). The runbook's SQL creates the volume
-`kmflow.evidence.raw_evidence` without ever creating its schema `kmflow.evidence`; here the
-base schema comes before anything that lives in it.
+CREATE TABLE). The original runbook's SQL created the volume
+`kmflow.evidence.raw_evidence` without ever creating its schema `kmflow.evidence`; here, as in
+kmflow's runbook, the base schema comes before anything that lives in it.
 
 Catalog, schemas and volume go through the REST API (looked up first, created only when
 missing); the table through the SQL warehouse with the runbook's DDL, since a managed Delta

@@ -29,7 +29,7 @@ def add_governance_commands(commands: argparse._SubParsersAction[argparse.Argume
         title="databricks commands", required=True, metavar="ACTION"
     )
     bootstrap = databricks_actions.add_parser(
-        "bootstrap", help="create the runbook's catalog, schemas, volume and table (idempotent)"
+        "bootstrap", help="create the runbook's catalog, schemas, volume and tables (idempotent)"
     )
     _add_uc_name_flags(bootstrap, volume=True)
     bootstrap.add_argument("--storage-root", help="for a new catalog on a metastore without one")

@@ -1,4 +1,5 @@
-"""`kmflow verify`: the runbook's validation checklist, run against a live deployment.
+"""`kmflow verify`: the runbook's validation checklist (`docs/databricks-upgrade-runbook.md`),
+run against a live deployment.
 
 One result per checklist item, in the runbook's order:
 

@@ -1,4 +1,5 @@
-"""Fixtures for the runbook's Unity Catalog operations, against MiniLake or a real workspace."""
+"""Fixtures for the Unity Catalog operations of the runbook (docs/databricks-upgrade-runbook.md),
+against MiniLake or a real workspace."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The runbook's migration steps, run as an operator runs them (the scripts, in subprocesses),
-against MiniLake on 127.0.0.1 or the workspace named by DATABRICKS_HOST / DATABRICKS_TOKEN."""
+"""The runbook's (docs/databricks-upgrade-runbook.md) migration steps, run as an operator runs
+them (the scripts, in subprocesses), against MiniLake on 127.0.0.1 or the workspace named by
+DATABRICKS_HOST / DATABRICKS_TOKEN."""
 
 from __future__ import annotations
 
