@@ -165,3 +165,28 @@ def test_files_deleted_behind_the_index_are_put_back_and_damaged_ones_reported(
     assert "skipped (already there): 8" in verified and "failed: 2" in verified
     assert f"the target's file of {records[4].id} does not hash to its record" in verified
     assert files[4].read_bytes() == b"x" * records[4].size_bytes
+
+
+def test_a_rollback_into_a_new_directory_through_another_stores_index_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mistake that used to report every record "skipped" and copy nothing."""
+    store = LocalBackend(tmp_path / "store", tmp_path / "state")
+    store.startup()
+    store.write("E1", "a.txt", io.BytesIO(b"a"))
+    store.close()
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))  # set, so used as it is
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0
+    capsys.readouterr()
+
+    code = main(
+        ["migrate", "--from", "delta", "--to", "local", "--target-dir", str(tmp_path / "new")]
+    )
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert f"the index at {tmp_path / 'state'} lists 1 records" in error
+    assert str(tmp_path / "new") in error and "--state-dir" in error
+    assert not (tmp_path / "new").exists()
