@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.storage.delta_location import DeltaLocation, check_base_path
+from app.storage.delta.location import DeltaLocation, check_base_path
 from app.storage.filesystems import network_mount
 
 BackendName = Literal["local", "delta", "databricks"]

@@ -29,7 +29,7 @@ def run_delta_history(args: argparse.Namespace) -> int:
     from app.storage.errors import StorageError
 
     backend_class("delta")  # a missing deltalake fails here, with the install hint
-    from app.storage.delta import open_evidence_table
+    from app.storage.delta.backend import open_evidence_table
 
     try:
         entries = open_evidence_table(load_settings()).history(args.limit)
@@ -54,7 +54,7 @@ def run_delta_show(args: argparse.Namespace) -> int:
     from app.storage.errors import StorageError
 
     backend_class("delta")
-    from app.storage.delta import open_evidence_table
+    from app.storage.delta.backend import open_evidence_table
 
     try:
         table = open_evidence_table(load_settings())

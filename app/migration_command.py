@@ -125,8 +125,8 @@ def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from app.storage.databricks import DatabricksBackend
-    from app.storage.databricks_backfill import backfill_metadata
+    from app.storage.databricks.backend import DatabricksBackend
+    from app.storage.databricks.backfill import backfill_metadata
 
     if args.target != "databricks":
         raise ConfigError("--backfill-metadata works on the Databricks target only")

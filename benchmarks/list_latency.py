@@ -36,10 +36,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord, StorageBackend
-from app.storage.delta import DeltaLakeBackend
-from app.storage.delta_location import DeltaLocation
-from app.storage.delta_maintenance import MaintenancePolicy
-from app.storage.local import LocalBackend
+from app.storage.delta.backend import DeltaLakeBackend
+from app.storage.delta.location import DeltaLocation
+from app.storage.delta.maintenance import MaintenancePolicy
+from app.storage.local.backend import LocalBackend
 from app.storage.pagination import encode_cursor
 
 ENGAGEMENT = "ENG-BENCH"

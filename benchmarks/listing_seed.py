@@ -16,8 +16,8 @@ from itertools import islice
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord
-from app.storage.databricks_sql import COLUMNS
-from app.storage.delta_maintenance import MaintenancePolicy
+from app.storage.databricks.sql import COLUMNS
+from app.storage.delta.maintenance import MaintenancePolicy
 from benchmarks.list_latency import populate_delta, populate_local, synthetic_records
 from benchmarks.minilake import MiniLake
 

@@ -14,7 +14,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.catalog import VolumeType
 from databricks.sdk.service.sql import StatementParameterListItem, StatementState
 
-from app.storage.databricks_sql import create_table_statement, quote_name
+from app.storage.databricks.sql import create_table_statement, quote_name
 from benchmarks.servers import ServerProcess, free_port, python_env
 from tests.datalake.latency_model import CONTROL_PATH, Latency
 

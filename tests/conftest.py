@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.storage.base import StorageBackend
-from app.storage.local import LocalBackend
+from app.storage.local.backend import LocalBackend
 from tests import keys
 from tests.live_server import LiveServer
 

@@ -31,8 +31,8 @@ from app.governance.uc_objects import (
     table_exists,
 )
 from app.governance.unity_catalog import STATEMENT_TIMEOUT_SECONDS, layer_schema
-from app.storage.databricks_claims import CLAIMS_TABLE, create_claims_statement
-from app.storage.databricks_sql import StatementRunner, create_table_statement, quote_name
+from app.storage.databricks.claims import CLAIMS_TABLE, create_claims_statement
+from app.storage.databricks.sql import StatementRunner, create_table_statement, quote_name
 from app.storage.errors import StorageError
 
 LAYERS = ("bronze", "silver", "gold")

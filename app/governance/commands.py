@@ -71,7 +71,7 @@ def run_catalog_register(args: argparse.Namespace) -> int:
     from app.governance.catalog_file import load_catalog_entries
     from app.governance.errors import GovernanceError
     from app.governance.unity_catalog import register_tables
-    from app.storage.databricks_client import workspace_client
+    from app.storage.databricks.client import workspace_client
     from app.storage.errors import StorageError
 
     try:
@@ -101,7 +101,7 @@ def run_databricks_bootstrap(args: argparse.Namespace) -> int:
     settings = _databricks_settings(args)
     from app.governance.bootstrap import bootstrap
     from app.governance.errors import GovernanceError
-    from app.storage.databricks_client import workspace_client
+    from app.storage.databricks.client import workspace_client
     from app.storage.errors import StorageError
 
     try:

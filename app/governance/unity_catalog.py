@@ -25,7 +25,7 @@ from app.core.models import DataCatalogEntry
 from app.governance.errors import GovernanceError, InvalidDefinition
 from app.governance.sql_text import column_type, container_name, identifier, string_literal
 from app.governance.uc_objects import ensure_schema, table_exists
-from app.storage.databricks_sql import StatementRunner, quote_name
+from app.storage.databricks.sql import StatementRunner, quote_name
 from app.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)

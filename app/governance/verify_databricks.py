@@ -26,9 +26,9 @@ from app.governance.verify import (
     CheckResult,
     VerifyOptions,
 )
-from app.storage.databricks import VOLUME_DIRECTORY
-from app.storage.databricks_client import workspace_client
-from app.storage.databricks_sql import StatementRunner, quote_name
+from app.storage.databricks.backend import VOLUME_DIRECTORY
+from app.storage.databricks.client import workspace_client
+from app.storage.databricks.sql import StatementRunner, quote_name
 from app.storage.errors import StorageError
 
 _ERRORS = (GovernanceError, StorageError, *TRANSPORT_ERRORS)

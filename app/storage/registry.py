@@ -26,12 +26,12 @@ class BackendSpec:
 
 
 BACKENDS: dict[str, BackendSpec] = {
-    "local": BackendSpec("app.storage.local:LocalBackend"),
+    "local": BackendSpec("app.storage.local.backend:LocalBackend"),
     "delta": BackendSpec(
-        "app.storage.delta:DeltaLakeBackend", "deltalake", ("deltalake", "obstore"), "delta"
+        "app.storage.delta.backend:DeltaLakeBackend", "deltalake", ("deltalake", "obstore"), "delta"
     ),
     "databricks": BackendSpec(
-        "app.storage.databricks:DatabricksBackend",
+        "app.storage.databricks.backend:DatabricksBackend",
         "databricks-sdk",
         ("databricks.sdk",),
         "databricks",

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.storage.local import LocalBackend
+from app.storage.local.backend import LocalBackend
 from benchmarks.context import Context, Outcome
 from benchmarks.labels import count_label, size_label
 from benchmarks.minilake import CATALOG, VOLUME, MiniLake, start_minilake

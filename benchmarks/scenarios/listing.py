@@ -23,7 +23,7 @@ import httpx
 from databricks.sdk.errors.base import DatabricksError
 from databricks.sdk.service.sql import StatementParameterListItem
 
-from app.storage.databricks_sql import COLUMNS
+from app.storage.databricks.sql import COLUMNS
 from benchmarks.context import Context, Outcome
 from benchmarks.labels import count_label
 from benchmarks.listing_seed import engagement_for, seed_databricks, seed_delta, seed_local

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from databricks.sdk.errors import NotFound
 
-from app.storage.databricks_sql import StatementRunner
+from app.storage.databricks.sql import StatementRunner
 from tests.datalake.workspace import DatabricksWorkspace
 
 

@@ -8,7 +8,7 @@ nothing in `app/` knows about it:
 - Statement `parameters` are bound into typed, escaped literals (MiniLake drops them); more
   than 255 in one statement are refused as a warehouse refuses them ("BAD_REQUEST:
   Parameterized query has too many parameters: N parameters were given but the limit is 256";
-  256 itself is reported to fail, see `app.storage.databricks_sql.MAX_STATEMENT_PARAMETERS`);
+  256 itself is reported to fail, see `app.storage.databricks.sql.MAX_STATEMENT_PARAMETERS`);
   MiniLake takes any number.
 - SQL errors answer HTTP 200 with `status.state = FAILED` (MiniLake answers HTTP 400).
 - A statement on a STOPPED warehouse stays PENDING (MiniLake runs it anyway).

@@ -27,9 +27,9 @@ from databricks.sdk.errors import NotFound
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.storage.databricks import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES, DatabricksBackend
-from app.storage.databricks_backfill import backfill_metadata
-from app.storage.databricks_sql import (
+from app.storage.databricks.backend import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES, DatabricksBackend
+from app.storage.databricks.backfill import backfill_metadata
+from app.storage.databricks.sql import (
     FIELD_SEPARATOR,
     StatementFailed,
     StatementRunner,

@@ -21,8 +21,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.storage.base import EvidenceRecord, utc_timestamp
-from app.storage.databricks import DatabricksBackend
-from app.storage.databricks_sql import (
+from app.storage.databricks.backend import DatabricksBackend
+from app.storage.databricks.outbox import MetadataOutbox
+from app.storage.databricks.sql import (
     FIELD_SEPARATOR,
     MAX_MERGE_ROWS,
     MAX_MERGE_VALUE_BYTES,
@@ -36,7 +37,6 @@ from app.storage.databricks_sql import (
     quote_name,
 )
 from app.storage.errors import InvalidInput
-from app.storage.outbox import MetadataOutbox
 from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from app.cli import main
-from app.storage.databricks_sql import COLUMNS, StatementRunner
+from app.storage.databricks.sql import COLUMNS, StatementRunner
 from tests.datalake.workspace import DatabricksWorkspace
 
 

@@ -16,7 +16,7 @@ from app.cli import main
 from app.governance.bootstrap import bootstrap
 from app.governance.grants import Securable, audit_grants
 from app.governance.unity_catalog import register_tables
-from app.storage.databricks_sql import StatementRunner, quote_name
+from app.storage.databricks.sql import StatementRunner, quote_name
 from tests.conftest import API_KEY, AUTH
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.governance.entries import entry

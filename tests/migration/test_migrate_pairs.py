@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.storage.local import LocalBackend
+from app.storage.local.backend import LocalBackend
 from app.storage.registry import create_backend
 from tests.conftest import settings_from_env
 

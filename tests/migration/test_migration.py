@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.storage.databricks_sql import StatementRunner
-from app.storage.local import LocalBackend
+from app.storage.databricks.sql import StatementRunner
+from app.storage.local.backend import LocalBackend
 from tests.conftest import API_KEY, AUTH
 from tests.datalake.inspect import table_rows, volume_files
 from tests.datalake.workspace import DatabricksWorkspace

@@ -24,7 +24,7 @@ def test_every_log_line_of_a_request_carries_its_id(
     original = storage.list
 
     def noisy_list(*args: object, **kwargs: object) -> object:
-        logging.getLogger("app.storage.local").warning("listing on a worker thread")
+        logging.getLogger("app.storage.local.backend").warning("listing on a worker thread")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(storage, "list", noisy_list)
@@ -32,8 +32,8 @@ def test_every_log_line_of_a_request_carries_its_id(
         response = client.get("/api/v1/evidence/ENG-1", headers={"X-Request-ID": "abc"})
 
     assert response.headers["X-Request-ID"] == "abc"
-    lines = [r for r in caplog.records if r.name in ("app.storage.local", "app.request")]
-    assert [r.name for r in lines] == ["app.storage.local", "app.request"]
+    lines = [r for r in caplog.records if r.name in ("app.storage.local.backend", "app.request")]
+    assert [r.name for r in lines] == ["app.storage.local.backend", "app.request"]
     assert [getattr(r, "request_id", None) for r in lines] == ["abc", "abc"]
     request_line = lines[1]
     assert (request_line.status, request_line.route) == (200, "/api/v1/evidence/{engagement_id}")  # type: ignore[attr-defined]

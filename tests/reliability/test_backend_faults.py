@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.storage.databricks import DatabricksBackend
+from app.storage.databricks.backend import DatabricksBackend
 from tests.conftest import API_KEY, AUTH, ClientFactory
 from tests.datalake.inspect import table_rows
 from tests.datalake.minilake_bridge import MiniLakeBridge

@@ -23,10 +23,10 @@ import pytest
 
 from app.config import ConfigError, load_settings
 from app.storage.base import EvidenceRecord
-from app.storage.delta import DeltaLakeBackend
-from app.storage.delta_location import DeltaLocation
-from app.storage.delta_maintenance import MaintenancePolicy
-from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
+from app.storage.delta.backend import DeltaLakeBackend
+from app.storage.delta.location import DeltaLocation
+from app.storage.delta.maintenance import MaintenancePolicy
+from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
 from app.storage.errors import InvalidCursor, StorageUnavailable
 from app.storage.pagination import encode_cursor
 
@@ -296,8 +296,8 @@ def crash_during_commit(tmp_path: Path, *, after_commit: bool) -> None:
     script = textwrap.dedent(f"""
         import io, os
         from pathlib import Path
-        from app.storage.delta import DeltaLakeBackend
-        from app.storage.delta_location import DeltaLocation
+        from app.storage.delta.backend import DeltaLakeBackend
+        from app.storage.delta.location import DeltaLocation
         backend = DeltaLakeBackend(
             DeltaLocation.parse({str(tmp_path / "delta_store")!r}),
             Path({str(tmp_path / "state" / "staging")!r}),

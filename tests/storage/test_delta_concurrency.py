@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.storage.delta import DeltaLakeBackend
-from app.storage.delta_location import DeltaLocation
-from app.storage.delta_maintenance import MaintenancePolicy
+from app.storage.delta.backend import DeltaLakeBackend
+from app.storage.delta.location import DeltaLocation
+from app.storage.delta.maintenance import MaintenancePolicy
 from tests.live_server import LiveServer
 
 PROCESSES = 4

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from databricks.sdk import WorkspaceClient
 
-from app.storage.databricks_client import LazyWorkspaceClient
+from app.storage.databricks.client import LazyWorkspaceClient
 from app.storage.errors import StorageUnavailable
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.storage.errors import InvalidInput, StorageMisconfigured
-from app.storage.local import LocalBackend
+from app.storage.local.backend import LocalBackend
 from app.storage.staging import StagingArea, owner_is_alive
 
 
@@ -35,7 +35,7 @@ def crash_after(tmp_path: Path, steps: str) -> None:
     script = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from app.storage.local import LocalBackend
+        from app.storage.local.backend import LocalBackend
         backend = LocalBackend(Path({str(tmp_path / "evidence_store")!r}),
                                Path({str(tmp_path / "state")!r}))
         {textwrap.indent(textwrap.dedent(steps), " " * 8).strip()}

@@ -19,10 +19,14 @@ import obstore
 import pytest
 from obstore.store import ObjectStore, from_url
 
-from app.storage.delta_files import ObjectStoreFiles
+from app.storage.delta.files import ObjectStoreFiles
+from app.storage.delta.object_store_key_claims import (
+    CLAIMS_PREFIX,
+    ObjectStoreKeyClaims,
+    claim_path,
+)
 from app.storage.errors import StorageUnavailable
 from app.storage.idempotency import DEFAULT_WINDOW_SECONDS, KEY_CLAIM_LEASE_SECONDS, KeyBinding
-from app.storage.object_store_key_claims import CLAIMS_PREFIX, ObjectStoreKeyClaims, claim_path
 from app.storage.staging import LOCK_SUFFIX, StagingArea
 from tests.storage.s3_server import BUCKET, object_keys
 

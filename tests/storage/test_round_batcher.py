@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from app.storage.round_batcher import BatcherClosed, RoundBatcher
+from app.storage.databricks.round_batcher import BatcherClosed, RoundBatcher
 
 
 class Recorder:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import store_identity
-from app.storage.local import LocalBackend
-from app.storage.store_identity import ForeignIndex
+from app.storage.local import store_identity
+from app.storage.local.backend import LocalBackend
+from app.storage.local.store_identity import ForeignIndex
 
 REPO = Path(__file__).resolve().parents[2]
 

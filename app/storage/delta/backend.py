@@ -48,10 +48,11 @@ from app.storage.base import (
     StorageBackend,
     free_disk,
 )
-from app.storage.delta_files import EvidenceFiles, LocalFiles, ObjectStoreFiles
-from app.storage.delta_location import FILES_PREFIX, TABLE_NAME, DeltaLocation
-from app.storage.delta_maintenance import Maintenance, MaintenancePolicy
-from app.storage.delta_table import CommitOutcomeUnknown, EvidenceTable
+from app.storage.delta.files import EvidenceFiles, LocalFiles, ObjectStoreFiles
+from app.storage.delta.location import FILES_PREFIX, TABLE_NAME, DeltaLocation
+from app.storage.delta.maintenance import Maintenance, MaintenancePolicy
+from app.storage.delta.object_store_key_claims import ObjectStoreKeyClaims
+from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
 from app.storage.errors import (
     EvidenceExists,
     StorageError,
@@ -61,7 +62,6 @@ from app.storage.errors import (
 from app.storage.fsync import fsync_directory
 from app.storage.group_commit import GroupCommit
 from app.storage.names import stored_file_name
-from app.storage.object_store_key_claims import ObjectStoreKeyClaims
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)

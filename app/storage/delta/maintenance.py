@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from app.observability.metrics import DELTA_MAINTENANCE_RUNS
-from app.storage.delta_table import EvidenceTable
+from app.storage.delta.table import EvidenceTable
 from app.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)

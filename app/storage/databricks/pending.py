@@ -6,7 +6,7 @@ the table by the time it answers (the warehouse is stopped, slow or refusing), t
 first written next to the evidence, as `_kmflow/pending/<id>.json` in the same Volume: one
 Files API PUT, only on that slow path. Any replica then delivers it: each one's delivery
 thread lists the directory, takes a lease on the rows it will deliver in `kmflow_claims`
-(`databricks_claims`), MERGEs them, and removes their files and leases. Rows the table holds
+(`claims`), MERGEs them, and removes their files and leases. Rows the table holds
 already only have their files removed.
 
 Why the lease, and why a grace period: with row-level concurrency two MERGEs that insert the
@@ -36,8 +36,8 @@ from databricks.sdk.errors import NotFound
 from pydantic import ValidationError
 
 from app.storage.base import EvidenceRecord
-from app.storage.databricks_claims import ClaimsTable
-from app.storage.databricks_client import TRANSPORT_ERRORS
+from app.storage.databricks.claims import ClaimsTable
+from app.storage.databricks.client import TRANSPORT_ERRORS
 from app.storage.errors import StorageError, StorageUnavailable
 from app.storage.names import is_evidence_id
 from app.storage.staging import LOCK_SUFFIX, owner_is_alive

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.storage.databricks_sql import (
+from app.storage.databricks.round_batcher import BatcherClosed, RoundBatcher
+from app.storage.databricks.sql import (
     FIELD_SEPARATOR,
     MAX_STATEMENT_PARAMETERS,
     SqlValue,
@@ -39,7 +40,6 @@ from app.storage.databricks_sql import (
 )
 from app.storage.errors import StorageError, StorageUnavailable
 from app.storage.idempotency import DEFAULT_WINDOW_SECONDS, KeyBinding, shared_claim_is_abandoned
-from app.storage.round_batcher import BatcherClosed, RoundBatcher
 
 logger = logging.getLogger(__name__)
 

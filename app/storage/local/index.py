@@ -4,7 +4,7 @@ Besides `evidence_metadata` (the runbook's columns) it keeps `write_intents`: a 
 before a committed file is moved into the store and removed, in the same transaction that adds
 the record, after. A crash in between leaves an intent naming a file that no record points at;
 startup removes that file, so the store never holds unindexed evidence. And `store_identity`:
-which store the index belongs to (`app.storage.store_identity`).
+which store the index belongs to (`app.storage.local.store_identity`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sqlite3
 from pathlib import Path
 
 from app.storage.base import EvidenceRecord, RecordPage
+from app.storage.local.store_identity import BINDING_SCHEMA, IndexBinding
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.sqlite_db import SqliteDatabase
-from app.storage.store_identity import BINDING_SCHEMA, IndexBinding
 
 SCHEMA = (
     """

@@ -27,7 +27,9 @@ from typing import Any
 
 from app.observability import metrics
 from app.storage.base import MAX_EARLIER_COPIES, EvidenceRecord, earlier_copies
-from app.storage.databricks_sql import (
+from app.storage.databricks.outbox import MetadataOutbox
+from app.storage.databricks.round_batcher import BatcherClosed, RoundBatcher, Ticket
+from app.storage.databricks.sql import (
     MAX_LOOKUPS,
     MAX_MERGE_ROWS,
     SqlValue,
@@ -40,8 +42,6 @@ from app.storage.databricks_sql import (
     packed_row,
 )
 from app.storage.errors import InvalidInput, StorageError
-from app.storage.outbox import MetadataOutbox
-from app.storage.round_batcher import BatcherClosed, RoundBatcher, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class MetadataRows:
 
     def merge(self, records: Sequence[EvidenceRecord]) -> None:
         """MERGE rows that are not in this process's outbox (pending rows another replica
-        acknowledged, see databricks_pending) now, outside the rounds; raises if they did not
+        acknowledged, see `pending`) now, outside the rounds; raises if they did not
         all reach the table."""
         for chunk in merge_chunks(self._packable(records)):
             try:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from app.progress import Progress
 from app.storage.base import EvidenceRecord
-from app.storage.databricks import DatabricksBackend, VolumeFile
+from app.storage.databricks.backend import DatabricksBackend, VolumeFile
 from app.storage.digest import sha256_of
 from app.storage.errors import InvalidInput, StorageError
 from app.storage.names import evidence_id_for_file, validate_engagement_id

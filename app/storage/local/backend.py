@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.config import Settings
-from app.storage import store_identity
 from app.storage.base import (
     BackendHealth,
     EvidenceRecord,
@@ -29,8 +28,9 @@ from app.storage.base import (
 )
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
+from app.storage.local import store_identity
+from app.storage.local.index import SqliteIndex
 from app.storage.names import stored_file_name
-from app.storage.sqlite_index import SqliteIndex
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)

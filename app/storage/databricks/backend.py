@@ -3,7 +3,7 @@
 Files: `/Volumes/{catalog}/{schema}/{volume}/evidence_store/{engagement_id}/{id}_{slug}`,
 uploaded from the staged local file (seekable, so the SDK streams it; parts and parallelism
 are capped so memory stays bounded), never overwriting. Rows: idempotent MERGEs through the SQL
-Statement Execution API, shared by every upload in flight at the same time (`databricks_rows`):
+Statement Execution API, shared by every upload in flight at the same time (`rows`):
 a warehouse statement costs hundreds of milliseconds and a commit a second or more, so one
 round carries the rows of all concurrent uploads in one MERGE and their duplicate lookups in
 one SELECT, run side by side. If the warehouse cannot take the rows, the uploads still succeed
@@ -40,15 +40,16 @@ from app.storage.base import (
     StorageBackend,
     utc_timestamp,
 )
-from app.storage.databricks_claims import CLAIMS_TABLE, ClaimsTable
-from app.storage.databricks_client import (
+from app.storage.databricks.claims import CLAIMS_TABLE, ClaimsTable
+from app.storage.databricks.client import (
     TRANSPORT_ERRORS,
     LazyWorkspaceClient,
     lazy_workspace_client,
 )
-from app.storage.databricks_pending import PENDING_DIRECTORY, PendingRows
-from app.storage.databricks_rows import MetadataRows
-from app.storage.databricks_sql import (
+from app.storage.databricks.outbox import MetadataOutbox
+from app.storage.databricks.pending import PENDING_DIRECTORY, PendingRows
+from app.storage.databricks.rows import MetadataRows
+from app.storage.databricks.sql import (
     COLUMNS,
     MAX_STATEMENT_PARAMETERS,
     SqlValue,
@@ -66,7 +67,6 @@ from app.storage.errors import (
     StorageUnavailable,
 )
 from app.storage.names import stored_file_name
-from app.storage.outbox import MetadataOutbox
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.staging import StagedFile, owner_is_alive
 
@@ -284,7 +284,7 @@ class DatabricksBackend(StorageBackend):
             self._found.copies = (record.id, self.rows.settle(ticket))
         if ticket is None or not ticket.job.delivered:
             # Not in the table yet: durable where every replica finds it before the 201, and
-            # no longer this machine's to deliver (see databricks_pending).
+            # no longer this machine's to deliver (see `pending`).
             self.pending.write(record, ticket.done if ticket is not None else None)
             self.outbox.remove([record.id])
         return record
@@ -413,7 +413,7 @@ class DatabricksBackend(StorageBackend):
             )
 
     def index_existing(self, record: EvidenceRecord) -> None:
-        """Deliver the row of a file already in the Volume (see databricks_backfill)."""
+        """Deliver the row of a file already in the Volume (see `backfill`)."""
         packed_row(record)
         ticket = self.rows.index(record)
         if ticket is not None and not self._bulk:

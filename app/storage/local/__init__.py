@@ -1,0 +1,1 @@
+"""The local backend: files in a directory, an embedded SQLite index beside it."""
