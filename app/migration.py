@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from app.progress import Progress
-from app.storage.base import EvidenceRecord, StorageBackend, utc_timestamp
+from app.storage.base import StorageBackend
 from app.storage.digest import sha256_of
 from app.storage.errors import InvalidInput, StorageError
 from app.storage.names import clean_file_name, evidence_id_for_file, validate_engagement_id
 from app.storage.pagination import MAX_PAGE_SIZE
+from app.storage.records import EvidenceRecord, utc_timestamp
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app.storage.base import EvidenceRecord, StorageBackend
+from app.storage.base import StorageBackend
 from app.storage.delta.backend import DeltaLakeBackend
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.maintenance import MaintenancePolicy
 from app.storage.local.backend import LocalBackend
 from app.storage.pagination import encode_cursor
+from app.storage.records import EvidenceRecord
 
 ENGAGEMENT = "ENG-BENCH"
 PAGE = 100

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
-from app.storage.base import EvidenceRecord
 from app.storage.databricks.sql import COLUMNS
 from app.storage.delta.maintenance import MaintenancePolicy
+from app.storage.records import EvidenceRecord
 from benchmarks.list_latency import populate_delta, populate_local, synthetic_records
 from benchmarks.minilake import MiniLake
 

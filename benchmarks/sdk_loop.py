@@ -12,7 +12,7 @@ from pathlib import Path
 
 from databricks.sdk.service.sql import StatementParameterListItem
 
-from app.storage.base import utc_timestamp
+from app.storage.records import utc_timestamp
 from benchmarks.minilake import CATALOG, VOLUME, MiniLake
 
 INSERT = (

@@ -1,4 +1,5 @@
-"""The one storage contract every backend implements, and the record it stores.
+"""The one storage contract every backend implements (its record: `records`; its health
+reports: `health`; client metadata as text: `metadata_json`).
 
 A backend implements the protected hooks (`_commit`, `_get`, `_list`, `_open`, `check`); the
 public methods validate client input once, so no backend can forget path safety. A write is
@@ -9,20 +10,13 @@ findable. `write()` derives the one-call form from those two.
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
-
-from pydantic import BaseModel, Field
 
 from app.observability.metrics import observed
 from app.storage.digest import Readable
@@ -34,7 +28,9 @@ from app.storage.errors import (
     InvalidInput,
     StorageUnavailable,
 )
+from app.storage.health import BackendHealth, Probe
 from app.storage.idempotency import IdempotencyKeys, KeyBinding, KeyClaims, validate_key
+from app.storage.metadata_json import decode_metadata, encode_metadata
 from app.storage.names import (
     clean_file_name,
     is_evidence_id,
@@ -42,6 +38,14 @@ from app.storage.names import (
     validate_engagement_id,
 )
 from app.storage.pagination import MAX_PAGE_SIZE, is_stored_at
+from app.storage.records import (
+    MAX_EARLIER_COPIES,
+    EvidenceRecord,
+    RecordPage,
+    UploadOutcome,
+    earlier_copies,
+    utc_timestamp,
+)
 from app.storage.staging import StagedFile, StagingArea
 
 if TYPE_CHECKING:
@@ -49,7 +53,6 @@ if TYPE_CHECKING:
 
 COPY_CHUNK_BYTES = 1024 * 1024
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-MAX_EARLIER_COPIES = 10  # `duplicate_of` names at most this many, newest first
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
 # Errors caused by what the client sent, not by the backend: not counted as backend errors.
 CLIENTS_FAULT = (
@@ -59,132 +62,6 @@ CLIENTS_FAULT = (
     IdempotencyKeyReused,
     IdempotencyKeyInProgress,
 )
-
-
-class EvidenceRecord(BaseModel):
-    """One stored evidence file: the columns of the runbook's `evidence_metadata` table."""
-
-    id: str = Field(description="Unique id of this stored copy (32 hex characters).")
-    engagement_id: str
-    file_name: str = Field(description="The client's file name, verbatim (never a path).")
-    volume_path: str = Field(description="Where the bytes live in the backend's storage.")
-    content_hash: str = Field(description="SHA-256 of the bytes, lowercase hex.")
-    size_bytes: int
-    stored_at: str = Field(description="When kmflow had all the bytes, ISO-8601 UTC.")
-    metadata_json: str | None = Field(description="The client's metadata object as JSON.")
-
-
-class RecordPage(BaseModel):
-    items: list[EvidenceRecord]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
-
-
-class UploadOutcome(BaseModel):
-    """What an upload did: the record, and what a client needs to know about it."""
-
-    record: EvidenceRecord
-    replayed: bool = Field(
-        description="True when an Idempotency-Key named an earlier upload: nothing new stored."
-    )
-    duplicate_of: list[str] | None = Field(
-        description="Ids of earlier records of this engagement with the same content hash, "
-        f"newest first (at most {MAX_EARLIER_COPIES}); null if they could not be looked up."
-    )
-
-
-class BackendHealth(BaseModel):
-    reachable: bool
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class Check(BaseModel):
-    """One part of a backend probed on its own, for operators (`/health/detail`)."""
-
-    name: str
-    ok: bool
-    essential: bool = Field(description="If this fails the backend cannot store evidence.")
-    latency_ms: float
-    detail: str | None = None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A named check: `run` returns a detail line, or raises to say the part is not fine."""
-
-    name: str
-    run: Callable[[], str | None]
-    essential: bool = True
-
-    def check(self) -> Check:
-        start = time.perf_counter()
-        try:
-            detail, ok = self.run(), True
-        except Exception as error:  # noqa: BLE001  (a probe reports any failure, never raises)
-            detail, ok = _first_line(error), False
-        latency = round((time.perf_counter() - start) * 1000, 3)
-        return Check(
-            name=self.name, ok=ok, essential=self.essential, latency_ms=latency, detail=detail
-        )
-
-
-def earlier_copies(record: EvidenceRecord, candidates: Iterable[tuple[str, str]]) -> list[str]:
-    """`duplicate_of`: the ids among (stored_at, id) `candidates` (records with the same bytes
-    in the same engagement) stored before `record`, newest first, at most MAX_EARLIER_COPIES."""
-    key = (record.stored_at, record.id)
-    earlier = sorted({other for other in candidates if other < key}, reverse=True)
-    return [other_id for _, other_id in earlier[:MAX_EARLIER_COPIES]]
-
-
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """Fixed-width ISO-8601 UTC (default: now), so text order is time order in every store."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def encode_metadata(metadata: Mapping[str, Any] | None) -> str | None:
-    """Canonical JSON text of a metadata object; refuses what another JSON reader (Delta,
-    Databricks SQL, a client) could not read back: NaN and infinities, text that is not
-    Unicode (lone surrogates)."""
-    if metadata is None:
-        return None
-    if not isinstance(metadata, Mapping):
-        raise InvalidInput("metadata must be a JSON object")
-    try:
-        text = json.dumps(
-            dict(metadata), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
-        text.encode("utf-8")
-    except (ValueError, RecursionError) as error:  # UnicodeEncodeError is a ValueError
-        raise InvalidInput(f"metadata cannot be stored as portable JSON: {error}") from None
-    return text
-
-
-def decode_metadata(text: str) -> dict[str, Any]:
-    """A client's metadata JSON text as an object, or InvalidInput saying what is wrong."""
-    try:
-        metadata = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"metadata is not valid JSON: {error.msg}") from None
-    except RecursionError:
-        raise InvalidInput("metadata is nested too deeply") from None
-    except ValueError as error:  # NaN, infinities, integers too long to convert
-        raise InvalidInput(f"metadata holds a value JSON readers cannot share: {error}") from None
-    if not isinstance(metadata, dict):
-        raise InvalidInput("metadata must be a JSON object")
-    encode_metadata(metadata)  # what could not be written back is refused now
-    return metadata
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"{text} overflows a 64-bit float")
-    return number
 
 
 class StorageBackend(ABC):
@@ -538,20 +415,3 @@ def _skip(stream: BinaryIO, count: int) -> None:
         if not chunk:
             raise StorageUnavailable("the stored file is shorter than its record says")
         count -= len(chunk)
-
-
-MIN_FREE_DISK_BYTES = 1024**3
-
-
-def free_disk(path: Path) -> str:
-    """A probe of the disk under `path`: fails below 1 GiB free (uploads would soon fail)."""
-    usage = shutil.disk_usage(path)
-    detail = f"{usage.free} bytes free of {usage.total} ({usage.free / usage.total:.0%})"
-    if usage.free < MIN_FREE_DISK_BYTES:
-        raise StorageUnavailable(f"low disk space: {detail}")
-    return detail
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).splitlines()[0][:300] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.migration import backend_items, plan_migration, run_migration
-from app.storage.base import EvidenceRecord, utc_timestamp
 from app.storage.databricks.backend import DatabricksBackend
 from app.storage.databricks.backfill import backfill_metadata
 from app.storage.databricks.sql import StatementFailed
 from app.storage.local.backend import LocalBackend
+from app.storage.records import EvidenceRecord, utc_timestamp
 from app.storage.registry import create_backend
 from tests.conftest import settings_from_env
 from tests.datalake.inspect import table_rows, volume_files

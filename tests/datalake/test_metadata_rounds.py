@@ -20,7 +20,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.storage.base import EvidenceRecord, utc_timestamp
 from app.storage.databricks.backend import DatabricksBackend
 from app.storage.databricks.outbox import MetadataOutbox
 from app.storage.databricks.sql import (
@@ -37,6 +36,7 @@ from app.storage.databricks.sql import (
     quote_name,
 )
 from app.storage.errors import InvalidInput
+from app.storage.records import EvidenceRecord, utc_timestamp
 from app.storage.registry import create_backend
 from tests.conftest import API_KEY, AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows

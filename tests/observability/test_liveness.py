@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app.storage.base import BackendHealth
+from app.storage.health import BackendHealth
 
 
 def test_liveness_answers_without_a_key_or_the_backend(

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigError, load_settings
-from app.storage.base import EvidenceRecord
 from app.storage.delta.backend import DeltaLakeBackend
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.maintenance import MaintenancePolicy
 from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
 from app.storage.errors import InvalidCursor, StorageUnavailable
 from app.storage.pagination import encode_cursor
+from app.storage.records import EvidenceRecord
 
 
 def make_backend(tmp_path: Path, compact_every: int = 10) -> DeltaLakeBackend:

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.storage.base import UploadOutcome
 from app.storage.delta.backend import DeltaLakeBackend
 from app.storage.delta.files import ObjectStoreFiles
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.maintenance import MaintenancePolicy
 from app.storage.delta.object_store_key_claims import ObjectStoreKeyClaims, claim_path
 from app.storage.idempotency import IdempotencyKeys
+from app.storage.records import UploadOutcome
 from tests.conftest import API_KEY, AUTH, stored_record
 from tests.multipart import multipart_body
 from tests.storage.s3_server import BUCKET, SECRET, object_keys

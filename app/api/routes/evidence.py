@@ -20,15 +20,11 @@ from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.observability import metrics, request_context
-from app.storage.base import (
-    EvidenceRecord,
-    RecordPage,
-    StorageBackend,
-    UploadOutcome,
-    decode_metadata,
-)
+from app.storage.base import StorageBackend
 from app.storage.idempotency import validate_key
+from app.storage.metadata_json import decode_metadata
 from app.storage.pagination import MAX_PAGE_SIZE
+from app.storage.records import EvidenceRecord, RecordPage, UploadOutcome
 
 router = APIRouter(
     prefix="/evidence",

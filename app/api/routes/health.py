@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from app import __version__
 from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ErrorBody
-from app.storage.base import Check, StorageBackend
+from app.storage.base import StorageBackend
+from app.storage.health import Check
 
 router = APIRouter(tags=["health"])
 

@@ -32,14 +32,7 @@ from databricks.sdk.service.files import DirectoryEntry
 
 from app.config import Settings
 from app.observability import metrics
-from app.storage.base import (
-    BackendHealth,
-    EvidenceRecord,
-    Probe,
-    RecordPage,
-    StorageBackend,
-    utc_timestamp,
-)
+from app.storage.base import StorageBackend
 from app.storage.databricks.claims import CLAIMS_TABLE, ClaimsTable
 from app.storage.databricks.client import (
     TRANSPORT_ERRORS,
@@ -66,8 +59,10 @@ from app.storage.errors import (
     StorageMisconfigured,
     StorageUnavailable,
 )
+from app.storage.health import BackendHealth, Probe
 from app.storage.names import stored_file_name
 from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.records import EvidenceRecord, RecordPage, utc_timestamp
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.storage.base import EvidenceRecord
+from app.storage.records import EvidenceRecord
 from app.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = """

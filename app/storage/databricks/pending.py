@@ -35,11 +35,11 @@ from typing import Any
 from databricks.sdk.errors import NotFound
 from pydantic import ValidationError
 
-from app.storage.base import EvidenceRecord
 from app.storage.databricks.claims import ClaimsTable
 from app.storage.databricks.client import TRANSPORT_ERRORS
 from app.storage.errors import StorageError, StorageUnavailable
 from app.storage.names import is_evidence_id
+from app.storage.records import EvidenceRecord
 from app.storage.staging import LOCK_SUFFIX, owner_is_alive
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.observability import metrics
-from app.storage.base import MAX_EARLIER_COPIES, EvidenceRecord, earlier_copies
 from app.storage.databricks.outbox import MetadataOutbox
 from app.storage.databricks.round_batcher import BatcherClosed, RoundBatcher, Ticket
 from app.storage.databricks.sql import (
@@ -42,6 +41,7 @@ from app.storage.databricks.sql import (
     packed_row,
 )
 from app.storage.errors import InvalidInput, StorageError
+from app.storage.records import MAX_EARLIER_COPIES, EvidenceRecord, earlier_copies
 
 logger = logging.getLogger(__name__)
 

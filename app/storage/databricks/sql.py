@@ -33,8 +33,8 @@ from databricks.sdk.service.sql import (
     StatementState,
 )
 
-from app.storage.base import EvidenceRecord
 from app.storage.errors import InvalidInput, StorageMisconfigured, StorageUnavailable
+from app.storage.records import EvidenceRecord
 
 logger = logging.getLogger(__name__)
 

@@ -40,14 +40,7 @@ import deltalake  # noqa: F401  (the registry turns a missing package into an in
 from obstore.exceptions import BaseError as ObjectStoreError
 
 from app.config import Settings
-from app.storage.base import (
-    BackendHealth,
-    EvidenceRecord,
-    Probe,
-    RecordPage,
-    StorageBackend,
-    free_disk,
-)
+from app.storage.base import StorageBackend
 from app.storage.delta.files import EvidenceFiles, LocalFiles, ObjectStoreFiles
 from app.storage.delta.location import FILES_PREFIX, TABLE_NAME, DeltaLocation
 from app.storage.delta.maintenance import Maintenance, MaintenancePolicy
@@ -61,7 +54,9 @@ from app.storage.errors import (
 )
 from app.storage.fsync import fsync_directory
 from app.storage.group_commit import GroupCommit
+from app.storage.health import BackendHealth, Probe, free_disk
 from app.storage.names import stored_file_name
+from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)

@@ -45,11 +45,11 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import Transaction
 
-from app.storage.base import EvidenceRecord, RecordPage
 from app.storage.delta.location import LOG_DIR, TABLE_NAME, DeltaLocation
 from app.storage.errors import InvalidCursor, InvalidInput, StorageUnavailable
 from app.storage.fsync import fsync_directory, fsync_file
 from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.records import EvidenceRecord, RecordPage
 
 logger = logging.getLogger(__name__)
 

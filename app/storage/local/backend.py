@@ -18,19 +18,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.config import Settings
-from app.storage.base import (
-    BackendHealth,
-    EvidenceRecord,
-    Probe,
-    RecordPage,
-    StorageBackend,
-    free_disk,
-)
+from app.storage.base import StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
+from app.storage.health import BackendHealth, Probe, free_disk
 from app.storage.local import store_identity
 from app.storage.local.index import SqliteIndex
 from app.storage.names import stored_file_name
+from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from app.storage.base import EvidenceRecord, RecordPage
 from app.storage.local.store_identity import BINDING_SCHEMA, IndexBinding
 from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = (

@@ -1,0 +1,60 @@
+"""The record kmflow stores for each evidence file, and what the API returns about it.
+
+Every backend stores exactly these fields (the columns of the runbook's `evidence_metadata`
+table), so a record moves between backends unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+MAX_EARLIER_COPIES = 10  # `duplicate_of` names at most this many, newest first
+
+
+class EvidenceRecord(BaseModel):
+    """One stored evidence file: the columns of the runbook's `evidence_metadata` table."""
+
+    id: str = Field(description="Unique id of this stored copy (32 hex characters).")
+    engagement_id: str
+    file_name: str = Field(description="The client's file name, verbatim (never a path).")
+    volume_path: str = Field(description="Where the bytes live in the backend's storage.")
+    content_hash: str = Field(description="SHA-256 of the bytes, lowercase hex.")
+    size_bytes: int
+    stored_at: str = Field(description="When kmflow had all the bytes, ISO-8601 UTC.")
+    metadata_json: str | None = Field(description="The client's metadata object as JSON.")
+
+
+class RecordPage(BaseModel):
+    items: list[EvidenceRecord]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class UploadOutcome(BaseModel):
+    """What an upload did: the record, and what a client needs to know about it."""
+
+    record: EvidenceRecord
+    replayed: bool = Field(
+        description="True when an Idempotency-Key named an earlier upload: nothing new stored."
+    )
+    duplicate_of: list[str] | None = Field(
+        description="Ids of earlier records of this engagement with the same content hash, "
+        f"newest first (at most {MAX_EARLIER_COPIES}); null if they could not be looked up."
+    )
+
+
+def earlier_copies(record: EvidenceRecord, candidates: Iterable[tuple[str, str]]) -> list[str]:
+    """`duplicate_of`: the ids among (stored_at, id) `candidates` (records with the same bytes
+    in the same engagement) stored before `record`, newest first, at most MAX_EARLIER_COPIES."""
+    key = (record.stored_at, record.id)
+    earlier = sorted({other for other in candidates if other < key}, reverse=True)
+    return [other_id for _, other_id in earlier[:MAX_EARLIER_COPIES]]
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """Fixed-width ISO-8601 UTC (default: now), so text order is time order in every store."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
