@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
 from app.cli import main
-from app.migration_command import forward_to_migrate
+from app.cli.migrate import forward_to_migrate
 
 if __name__ == "__main__":
     sys.exit(main(forward_to_migrate(

@@ -1,56 +1,24 @@
-"""The `kmflow` command."""
+"""`kmflow serve`: the HTTP API under uvicorn, with the settings checked before it starts."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from app import __version__
-from app.client.commands import add_client_commands
-from app.config import ConfigError, load_settings
-from app.delta_command import add_delta_commands
-from app.governance.commands import add_governance_commands
-from app.migration_command import add_migrate_command
+from app.config import load_settings
 from app.observability.log_format import logging_config
 from app.observability.metrics import MULTIPROCESS_DIR_ENV
-from app.storage.errors import BackendNotInstalled, StorageMisconfigured
 from app.storage.registry import backend_class
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        result: int = args.handler(args)
-    except (ConfigError, BackendNotInstalled, StorageMisconfigured) as error:
-        print(f"kmflow: {error}", file=sys.stderr)
-        return 2
-    return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kmflow",
-        description="Evidence storage service. Configured by environment variables "
-        "(see README); STORAGE_BACKEND picks local, delta or databricks.",
-    )
-    parser.add_argument("--version", action="version", version=f"kmflow {__version__}")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-
+def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", help="bind address (default: API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: API_PORT, 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: API_WORKERS, 1)")
     serve.set_defaults(handler=run_serve)
-    add_delta_commands(commands)
-    add_governance_commands(commands)
-    add_migrate_command(commands)
-    add_client_commands(commands)
-    return parser
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -97,7 +65,3 @@ def prepare_multiprocess_metrics(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ[MULTIPROCESS_DIR_ENV] = str(directory)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
