@@ -130,7 +130,8 @@ def run_verify(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.storage_backend == "databricks":
         backend_class("databricks")
-    from app.governance.verify import VerifyOptions, run_checks
+    from app.governance.checklist import VerifyOptions
+    from app.governance.verify import run_checks
 
     api_key = args.api_key or next((k.get_secret_value() for k in settings.api_keys), None)
     options = VerifyOptions(

@@ -20,46 +20,20 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from app.config import Settings
-
-VERIFY_ENGAGEMENT_PREFIX = "kmflow-verify-"
-HTTP_TIMEOUT_SECONDS = 60.0
-
-Outcome = Literal["PASS", "FAIL", "SKIP"]
-DATABRICKS_ITEMS = (
-    "metadata row",
-    "volume file count",
-    "unity catalog tables",
-    "service principal grants",
+from app.governance.checklist import (
+    DATABRICKS_ITEMS,
+    VERIFY_ENGAGEMENT_PREFIX,
+    CheckResult,
+    VerifyOptions,
 )
 
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    outcome: Outcome
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.outcome}  {self.name}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    url: str
-    api_key: str | None = None
-    engagement_id: str | None = None  # default: a fresh kmflow-verify-<hex>
-    inventory: Path | None = None  # the runbook's Step 1 output
-    catalog_entries: Path | None = None  # the file given to `kmflow catalog register`
-    principal: str = "kmflow-api"
-    row_wait_seconds: float = 30.0  # a row may sit in the server's outbox for a moment
+HTTP_TIMEOUT_SECONDS = 60.0
 
 
 def new_verify_engagement() -> str:

@@ -16,16 +16,16 @@ from databricks.sdk.errors import NotFound
 from app.config import Settings
 from app.governance.bootstrap import LAYERS, METADATA_TABLE
 from app.governance.catalog_file import load_catalog_entries
-from app.governance.errors import GovernanceError
-from app.governance.grants import Securable, audit_grants
-from app.governance.uc_objects import TRANSPORT_ERRORS, explain, table_exists
-from app.governance.unity_catalog import layer_schema
-from app.governance.verify import (
+from app.governance.checklist import (
     DATABRICKS_ITEMS,
     VERIFY_ENGAGEMENT_PREFIX,
     CheckResult,
     VerifyOptions,
 )
+from app.governance.errors import GovernanceError
+from app.governance.grants import Securable, audit_grants
+from app.governance.uc_objects import TRANSPORT_ERRORS, explain, table_exists
+from app.governance.unity_catalog import layer_schema
 from app.storage.databricks.backend import VOLUME_DIRECTORY
 from app.storage.databricks.client import workspace_client
 from app.storage.databricks.sql import StatementRunner, quote_name
