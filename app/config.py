@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.sizes import MIB
 from app.storage.delta.location import DeltaLocation, check_base_path
 from app.storage.filesystems import network_mount
 
 BackendName = Literal["local", "delta", "databricks"]
 
-MIB = 1024 * 1024
 # Unity Catalog object names kmflow accepts: they are quoted with backticks in SQL, never bound.
 _UC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,254}")
 

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TextIO
 
-MIB = 1024 * 1024
+from app.sizes import MIB
 
 
 class Progress:

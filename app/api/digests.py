@@ -14,8 +14,9 @@ import hashlib
 import re
 
 from app.api.errors import ApiError, malformed_request
+from app.storage.names import SHA256_HEX_ANY_CASE_PATTERN
 
-SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+SHA256_HEX = re.compile(SHA256_HEX_ANY_CASE_PATTERN)
 ALGORITHM = "sha-256"
 
 

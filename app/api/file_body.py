@@ -15,9 +15,8 @@ from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
+from app.sizes import CHUNK_BYTES
 from app.storage.staging import StagedFile
-
-WRITE_BUFFER_BYTES = 1024 * 1024
 
 
 class FileBody:
@@ -33,7 +32,7 @@ class FileBody:
     async def receive(self, data: bytes) -> None:
         self._buffer += data
         self.size += len(data)
-        if len(self._buffer) >= WRITE_BUFFER_BYTES:
+        if len(self._buffer) >= CHUNK_BYTES:
             chunk = bytes(self._buffer)
             self._buffer.clear()
             await self.settle()

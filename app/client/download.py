@@ -21,8 +21,8 @@ import httpx
 from app.client.api import ApiClient, printable, segment
 from app.client.errors import ClientError, DigestMismatch, LocalProblem, Transient, Unavailable
 from app.client.progress import ProgressBar, progress_bar
+from app.sizes import CHUNK_BYTES
 
-CHUNK_BYTES = 1024 * 1024
 CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
 

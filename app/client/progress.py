@@ -10,7 +10,8 @@ import sys
 import time
 from typing import TextIO
 
-MIB = 1024 * 1024
+from app.sizes import MIB
+
 SHOW_FROM_BYTES = 8 * MIB
 BAR_WIDTH = 24
 LABEL_WIDTH = 28

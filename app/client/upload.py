@@ -23,8 +23,7 @@ from typing import Any, BinaryIO, TextIO, cast
 from app.client.api import ApiClient, printable
 from app.client.errors import ClientError, DigestMismatch, ExitCode, LocalProblem
 from app.client.progress import ProgressBar, progress_bar
-
-CHUNK_BYTES = 1024 * 1024
+from app.sizes import CHUNK_BYTES
 
 
 def check_readable(paths: Sequence[Path]) -> None:

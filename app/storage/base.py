@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
 from app.observability.metrics import observed
+from app.sizes import CHUNK_BYTES
 from app.storage.digest import Readable
 from app.storage.errors import (
     DigestMismatch,
@@ -32,18 +33,20 @@ from app.storage.health import BackendHealth, Probe
 from app.storage.idempotency import IdempotencyKeys, KeyBinding, KeyClaims, validate_key
 from app.storage.metadata_json import decode_metadata, encode_metadata
 from app.storage.names import (
+    SHA256_HEX_PATTERN,
     clean_file_name,
     is_evidence_id,
     new_evidence_id,
     validate_engagement_id,
 )
-from app.storage.pagination import MAX_PAGE_SIZE, is_stored_at
+from app.storage.pagination import MAX_PAGE_SIZE
 from app.storage.records import (
     MAX_EARLIER_COPIES,
     EvidenceRecord,
     RecordPage,
     UploadOutcome,
     earlier_copies,
+    is_stored_at,
     utc_timestamp,
 )
 from app.storage.staging import StagedFile, StagingArea
@@ -51,8 +54,7 @@ from app.storage.staging import StagedFile, StagingArea
 if TYPE_CHECKING:
     from app.config import Settings
 
-COPY_CHUNK_BYTES = 1024 * 1024
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+SHA256_HEX = re.compile(SHA256_HEX_PATTERN)
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
 # Errors caused by what the client sent, not by the backend: not counted as backend errors.
 CLIENTS_FAULT = (
@@ -265,7 +267,7 @@ class StorageBackend(ABC):
         """The stream staged and sealed, refused unless it hashes to the record."""
         staged = self.stage()
         try:
-            while chunk := stream.read(COPY_CHUNK_BYTES):
+            while chunk := stream.read(CHUNK_BYTES):
                 staged.write(chunk)
             if (staged.content_hash, staged.size) != (record.content_hash, record.size_bytes):
                 raise InvalidInput(
@@ -291,7 +293,7 @@ class StorageBackend(ABC):
         clean_file_name(file_name)
         staged = self.stage()
         try:
-            while chunk := stream.read(COPY_CHUNK_BYTES):
+            while chunk := stream.read(CHUNK_BYTES):
                 staged.write(chunk)
         except BaseException:
             staged.discard()
@@ -411,7 +413,7 @@ def _skip(stream: BinaryIO, count: int) -> None:
         stream.seek(count)
         return
     while count > 0:
-        chunk = stream.read(min(count, COPY_CHUNK_BYTES))
+        chunk = stream.read(min(count, CHUNK_BYTES))
         if not chunk:
             raise StorageUnavailable("the stored file is shorter than its record says")
         count -= len(chunk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-CHUNK_BYTES = 1024 * 1024
+from app.sizes import CHUNK_BYTES
 
 
 class Readable(Protocol):

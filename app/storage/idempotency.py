@@ -25,7 +25,8 @@ from app.storage.errors import InvalidInput
 from app.storage.sqlite_db import SqliteDatabase
 from app.storage.staging import LOCK_SUFFIX, owner_is_alive
 
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+KEY_PATTERN_TEXT = r"[\x21-\x7e]{1,255}"
+KEY_PATTERN = re.compile(KEY_PATTERN_TEXT)
 # A claim on a store shared by replicas whose upload has not stored its record after this long
 # is abandoned (its replica died mid-commit; another machine cannot ask it). The claim is taken
 # only once the body is received and hashed, so what remains is copying the staged file and

@@ -21,10 +21,17 @@ MAX_ENGAGEMENT_ID_LENGTH = 128
 MAX_FILE_NAME_LENGTH = 1024
 MAX_SLUG_LENGTH = 80
 
-_ENGAGEMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_EVIDENCE_ID = re.compile(r"[0-9a-f]{32}")
+# The patterns, defined here once; the API's OpenAPI text is built from them.
+ENGAGEMENT_ID_PATTERN = f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ENGAGEMENT_ID_LENGTH - 1}}}"
+EVIDENCE_ID_PATTERN = "[0-9a-f]{32}"
+# A SHA-256 as kmflow writes it (lower case), and as a client may state one (either case).
+SHA256_HEX_PATTERN = "[0-9a-f]{64}"
+SHA256_HEX_ANY_CASE_PATTERN = "[0-9a-fA-F]{64}"
+
+_ENGAGEMENT_ID = re.compile(ENGAGEMENT_ID_PATTERN)
+_EVIDENCE_ID = re.compile(EVIDENCE_ID_PATTERN)
 _UNSAFE_SLUG_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_STORED_NAME = re.compile(r"([0-9a-f]{32})(?:_(.+))?")
+_STORED_NAME = re.compile(f"({EVIDENCE_ID_PATTERN})(?:_(.+))?")
 
 
 def validate_engagement_id(engagement_id: str) -> str:

@@ -9,20 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 
 from app.storage.errors import InvalidCursor
+from app.storage.names import is_evidence_id
+from app.storage.records import is_stored_at
 
 MAX_PAGE_SIZE = 1000
-# What kmflow itself writes: `utc_timestamp()` and `new_evidence_id()`. A cursor holding
-# anything else was not issued here, and nothing else ever reaches a query.
-_STORED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def is_stored_at(value: str) -> bool:
-    """True for a timestamp as `utc_timestamp()` writes it."""
-    return _STORED_AT.fullmatch(value) is not None
 
 
 def encode_cursor(stored_at: str, evidence_id: str) -> str:
@@ -40,8 +32,8 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     if not (
         isinstance(stored_at, str)
         and isinstance(evidence_id, str)
-        and _STORED_AT.fullmatch(stored_at)
-        and _ID.fullmatch(evidence_id)
+        and is_stored_at(stored_at)  # what kmflow writes: a cursor holding anything else
+        and is_evidence_id(evidence_id)  # was not issued here, and never reaches a query
     ):
         raise InvalidCursor("cursor is not one this service issued")
     return stored_at, evidence_id

@@ -6,6 +6,7 @@ table), so a record moves between backends unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -27,6 +28,10 @@ class EvidenceRecord(BaseModel):
     metadata_json: str | None = Field(description="The client's metadata object as JSON.")
 
 
+# The record's fields in order: the columns of every backend's metadata table.
+RECORD_COLUMNS: tuple[str, ...] = tuple(EvidenceRecord.model_fields)
+
+
 class RecordPage(BaseModel):
     items: list[EvidenceRecord]
     next_cursor: str | None = Field(
@@ -39,11 +44,12 @@ class UploadOutcome(BaseModel):
 
     record: EvidenceRecord
     replayed: bool = Field(
-        description="True when an Idempotency-Key named an earlier upload: nothing new stored."
+        description="True when the Idempotency-Key named an earlier upload: this is its record "
+        "and nothing new was stored."
     )
     duplicate_of: list[str] | None = Field(
-        description="Ids of earlier records of this engagement with the same content hash, "
-        f"newest first (at most {MAX_EARLIER_COPIES}); null if they could not be looked up."
+        description="Earlier records of this engagement with the same bytes, newest first "
+        f"(at most {MAX_EARLIER_COPIES}); null if they could not be looked up just now."
     )
 
 
@@ -53,6 +59,17 @@ def earlier_copies(record: EvidenceRecord, candidates: Iterable[tuple[str, str]]
     key = (record.stored_at, record.id)
     earlier = sorted({other for other in candidates if other < key}, reverse=True)
     return [other_id for _, other_id in earlier[:MAX_EARLIER_COPIES]]
+
+
+# What `utc_timestamp` writes, and so the only `stored_at` kmflow accepts back (a cursor, a
+# migrated record).
+STORED_AT_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+_STORED_AT = re.compile(STORED_AT_PATTERN)
+
+
+def is_stored_at(value: str) -> bool:
+    """True for a timestamp as `utc_timestamp()` writes it."""
+    return _STORED_AT.fullmatch(value) is not None
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:

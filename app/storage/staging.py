@@ -21,10 +21,14 @@ import threading
 import uuid
 from pathlib import Path
 
+from app.sizes import CHUNK_BYTES
+
+# The staging buffer: one chunk, aligned for direct I/O (see `app.sizes`).
+BLOCK_BYTES = CHUNK_BYTES
+
 logger = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
-BLOCK_BYTES = 1024 * 1024  # a multiple of every device's direct-I/O alignment
 DIRECT_IO: int = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere plain buffered writes
 
 

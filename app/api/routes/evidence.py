@@ -20,9 +20,11 @@ from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.observability import metrics, request_context
+from app.sizes import CHUNK_BYTES
 from app.storage.base import StorageBackend
-from app.storage.idempotency import validate_key
+from app.storage.idempotency import KEY_PATTERN_TEXT, validate_key
 from app.storage.metadata_json import decode_metadata
+from app.storage.names import ENGAGEMENT_ID_PATTERN, SHA256_HEX_ANY_CASE_PATTERN
 from app.storage.pagination import MAX_PAGE_SIZE
 from app.storage.records import EvidenceRecord, RecordPage, UploadOutcome
 
@@ -33,7 +35,6 @@ router = APIRouter(
     responses=ERROR_RESPONSES,
 )
 
-READ_CHUNK_BYTES = 1024 * 1024
 SHA256_FIELD = "sha256"
 TEXT_FIELDS = frozenset({"engagement_id", "metadata", SHA256_FIELD})
 
@@ -47,7 +48,7 @@ UPLOAD_REQUEST_BODY = {
                 "properties": {
                     "engagement_id": {
                         "type": "string",
-                        "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                        "pattern": f"^{ENGAGEMENT_ID_PATTERN}$",
                     },
                     FILE_FIELD: {"type": "string", "format": "binary"},
                     "metadata": {
@@ -56,7 +57,7 @@ UPLOAD_REQUEST_BODY = {
                     },
                     SHA256_FIELD: {
                         "type": "string",
-                        "pattern": "^[0-9a-fA-F]{64}$",
+                        "pattern": f"^{SHA256_HEX_ANY_CASE_PATTERN}$",
                         "description": "The file's SHA-256 (hex); a mismatch stores nothing.",
                     },
                 },
@@ -71,7 +72,7 @@ UPLOAD_HEADERS = [
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN_TEXT}$"},
         "description": "Retries with the same key return the first upload's record.",
     },
     {
@@ -92,13 +93,12 @@ UPLOAD_HEADERS = [
 
 
 class UploadResponse(EvidenceRecord):
-    replayed: bool = Field(
-        description="True when the Idempotency-Key named an earlier upload: this is its record "
-        "and nothing new was stored."
-    )
+    """The stored record, flat, with what the upload did: `UploadOutcome`'s other fields,
+    described once there."""
+
+    replayed: bool = Field(description=UploadOutcome.model_fields["replayed"].description)
     duplicate_of: list[str] | None = Field(
-        description="Earlier records of this engagement with the same bytes, newest first "
-        "(at most 10); null if they could not be looked up just now."
+        description=UploadOutcome.model_fields["duplicate_of"].description
     )
 
 
@@ -322,7 +322,7 @@ def _chunks(stream: BinaryIO, length: int) -> Iterator[bytes]:
     """Starlette runs this sync iterator in the thread pool, chunk by chunk."""
     with stream:
         while length > 0:
-            chunk = stream.read(min(length, READ_CHUNK_BYTES))
+            chunk = stream.read(min(length, CHUNK_BYTES))
             if not chunk:
                 return
             length -= len(chunk)

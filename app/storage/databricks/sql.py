@@ -34,20 +34,11 @@ from databricks.sdk.service.sql import (
 )
 
 from app.storage.errors import InvalidInput, StorageMisconfigured, StorageUnavailable
-from app.storage.records import EvidenceRecord
+from app.storage.records import RECORD_COLUMNS, EvidenceRecord
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "id",
-    "engagement_id",
-    "file_name",
-    "volume_path",
-    "content_hash",
-    "size_bytes",
-    "stored_at",
-    "metadata_json",
-)
+COLUMNS = RECORD_COLUMNS
 SqlValue = str | int | None
 
 _POLL_FIRST_SECONDS = 0.2

@@ -34,11 +34,11 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import ObjectStore, from_url
 
+from app.sizes import CHUNK_BYTES
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import fsync_directory, link_into_place
 from app.storage.staging import StagedFile
 
-READ_CHUNK_BYTES = 1024 * 1024
 # Multipart upload: parts of 8 MiB, at most 4 in flight: at most 32 MiB buffered per upload.
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 UPLOAD_CONCURRENCY = 4
@@ -168,8 +168,8 @@ class ObjectStoreFiles(EvidenceFiles):
             result = obstore.get(self._store, relative)
         except FileNotFoundError as error:
             raise StorageUnavailable(f"evidence file {relative} is missing") from error
-        chunks = (bytes(chunk) for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES))
-        return cast(BinaryIO, io.BufferedReader(_ChunkReader(chunks), READ_CHUNK_BYTES))
+        chunks = (bytes(chunk) for chunk in result.stream(min_chunk_size=CHUNK_BYTES))
+        return cast(BinaryIO, io.BufferedReader(_ChunkReader(chunks), CHUNK_BYTES))
 
     def size(self, relative: str) -> int | None:
         try:
@@ -250,7 +250,7 @@ def _copy_durably(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
         with source.open("rb") as reader, partial.open("xb") as writer:
-            while chunk := reader.read(READ_CHUNK_BYTES):
+            while chunk := reader.read(CHUNK_BYTES):
                 writer.write(chunk)
             writer.flush()
             os.fsync(writer.fileno())

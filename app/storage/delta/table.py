@@ -49,14 +49,11 @@ from app.storage.delta.location import LOG_DIR, TABLE_NAME, DeltaLocation
 from app.storage.errors import InvalidCursor, InvalidInput, StorageUnavailable
 from app.storage.fsync import fsync_directory, fsync_file
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.records import EvidenceRecord, RecordPage
+from app.storage.records import RECORD_COLUMNS, EvidenceRecord, RecordPage
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "id", "engagement_id", "file_name", "volume_path", "content_hash", "size_bytes",
-    "stored_at", "metadata_json",
-)  # fmt: skip
+COLUMNS = RECORD_COLUMNS
 SCHEMA = Schema(
     [
         Field(name, DataType.int64() if name == "size_bytes" else DataType.string(), nullable)

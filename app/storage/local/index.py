@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.storage.local.store_identity import BINDING_SCHEMA, IndexBinding
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.records import EvidenceRecord, RecordPage
+from app.storage.records import RECORD_COLUMNS, EvidenceRecord, RecordPage
 from app.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = (
@@ -42,9 +42,7 @@ CREATE TABLE IF NOT EXISTS write_intents (
     + BINDING_SCHEMA
 )
 
-COLUMNS = (
-    "id, engagement_id, file_name, volume_path, content_hash, size_bytes, stored_at, metadata_json"
-)
+COLUMNS = ", ".join(RECORD_COLUMNS)
 
 
 class SqliteIndex:
