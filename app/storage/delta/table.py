@@ -23,14 +23,12 @@ import itertools
 import json
 import logging
 import random
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -49,7 +47,7 @@ from app.storage.delta.location import LOG_DIR, TABLE_NAME, DeltaLocation
 from app.storage.errors import InvalidCursor, InvalidInput, StorageUnavailable
 from app.storage.fsync import fsync_directory, fsync_file
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.records import RECORD_COLUMNS, EvidenceRecord, RecordPage
+from app.storage.records import RECORD_COLUMNS, EvidenceRecord, RecordPage, is_stored_at
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +71,6 @@ DELTA_RS_COMMIT_RETRIES = 50
 
 # Checkpoints and log cleanup run on kmflow's maintenance policy, never inside an upload.
 NO_COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
-
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 class CommitOutcomeUnknown(StorageUnavailable):
@@ -491,8 +487,4 @@ def _cursor_text(value: str) -> str:
 
 def _exact_timestamp(value: object) -> bool:
     """Statistics may be truncated; only a complete `stored_at` can bound a page."""
-    return isinstance(value, str) and _TIMESTAMP.fullmatch(value) is not None
-
-
-def local_log_entry_exists(root: Path) -> Callable[[str], bool]:
-    return lambda relative: (root / relative).exists()
+    return isinstance(value, str) and is_stored_at(value)
