@@ -26,9 +26,9 @@ from app.governance.errors import GovernanceError
 from app.governance.grants import Securable, audit_grants
 from app.governance.uc_objects import TRANSPORT_ERRORS, explain, table_exists
 from app.governance.unity_catalog import layer_schema
-from app.storage.databricks.backend import VOLUME_DIRECTORY
 from app.storage.databricks.client import workspace_client
 from app.storage.databricks.sql import StatementRunner, quote_name
+from app.storage.databricks.volume import VOLUME_DIRECTORY
 from app.storage.errors import StorageError
 
 _ERRORS = (GovernanceError, StorageError, *TRANSPORT_ERRORS)

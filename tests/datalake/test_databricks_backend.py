@@ -27,7 +27,7 @@ from databricks.sdk.errors import NotFound
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.storage.databricks.backend import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES, DatabricksBackend
+from app.storage.databricks.backend import DatabricksBackend
 from app.storage.databricks.backfill import backfill_metadata
 from app.storage.databricks.sql import (
     FIELD_SEPARATOR,
@@ -37,6 +37,7 @@ from app.storage.databricks.sql import (
     create_table_statement,
     quote_name,
 )
+from app.storage.databricks.volume import UPLOAD_PARALLELISM, UPLOAD_PART_BYTES
 from app.storage.registry import create_backend
 from tests.conftest import AUTH, settings_from_env, stored_record
 from tests.datalake.inspect import table_rows

@@ -1,34 +1,29 @@
 """Evidence in Unity Catalog Volumes, tracked in the `evidence_metadata` Delta table.
 
-Files: `/Volumes/{catalog}/{schema}/{volume}/evidence_store/{engagement_id}/{id}_{slug}`,
-uploaded from the staged local file (seekable, so the SDK streams it; parts and parallelism
-are capped so memory stays bounded), never overwriting. Rows: idempotent MERGEs through the SQL
-Statement Execution API, shared by every upload in flight at the same time (`rows`):
-a warehouse statement costs hundreds of milliseconds and a commit a second or more, so one
-round carries the rows of all concurrent uploads in one MERGE and their duplicate lookups in
-one SELECT, run side by side. If the warehouse cannot take the rows, the uploads still succeed
-and the rows wait in a durable local outbox that a background thread drains as soon as the
-warehouse answers, also after a restart. Records still in the outbox are served by id from it;
-a listing needs the warehouse and answers 503 without it rather than a partial page.
+Files: in the Volume (`volume`), uploaded before their row is written. Rows: idempotent
+MERGEs through the SQL Statement Execution API, shared by every upload in flight at the same
+time (`rows`): a warehouse statement costs hundreds of milliseconds and a commit a second or
+more, so one round carries the rows of all concurrent uploads in one MERGE and their duplicate
+lookups in one SELECT, run side by side. If the warehouse cannot take the rows, the uploads
+still succeed and the rows wait in a durable local outbox that a background thread drains as
+soon as the warehouse answers, also after a restart. Records still in the outbox are served by
+id from it; a listing needs the warehouse and answers 503 without it rather than a partial
+page. Longer than most modules: it wires those parts together and owns the upload's order of
+steps and the delivery thread, which only make sense read together.
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import NotFound, PermissionDenied, ResourceConflict, Unauthenticated
-from databricks.sdk.service.files import DirectoryEntry
 
 from app.config import Settings
 from app.observability import metrics
@@ -52,29 +47,20 @@ from app.storage.databricks.sql import (
     quote_name,
     record_from_row,
 )
-from app.storage.digest import sha256_of
+from app.storage.databricks.volume import UNREACHABLE, Volume, VolumeFile
 from app.storage.errors import (
     EvidenceExists,
     StorageError,
-    StorageMisconfigured,
     StorageUnavailable,
 )
 from app.storage.health import BackendHealth, Probe
 from app.storage.names import stored_file_name
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.records import EvidenceRecord, RecordPage, utc_timestamp
+from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
 
 logger = logging.getLogger(__name__)
 
-VOLUME_DIRECTORY = "evidence_store"
-# Multipart uploads (real workspaces, files >= 50 MiB) hold about part size x parallelism in
-# memory; the SDK's defaults would allow 10 parts of up to 500 MiB in flight.
-UPLOAD_PART_BYTES = 16 * 1024 * 1024
-UPLOAD_PARALLELISM = 2
-# Files larger than a part may go up in parts; at most this many at once, so however many
-# request threads wait on uploads, parts in memory stay under 4 x 2 x 16 MiB.
-LARGE_UPLOADS_AT_ONCE = 4
 HEALTH_TIMEOUT_SECONDS = 5
 # An INLINE statement result may hold 25 MiB, counted the warehouse's way (databricks-sdk
 # `service/sql.py`, "Limits and limitations"); kmflow asks for EXTERNAL_LINKS above this much
@@ -89,8 +75,6 @@ INLINE_METADATA_SECONDS = 5.0
 # table, the volume), then serves while they go on: an outage must not hold it (nor make an
 # orchestrator's startup probe restart it) for the SDK's whole retry budget.
 STARTUP_WAIT_SECONDS = 5.0
-# ... and a client that could not be built (see LazyWorkspaceClient): Databricks unreachable too.
-_UNREACHABLE = (*TRANSPORT_ERRORS, StorageError)
 # Not outages: a SQL warehouse that auto-stopped when idle is started by the next statement sent
 # to it (serverless in seconds, pro and classic in minutes); until it runs, rows wait.
 WAREHOUSE_STATE_NOTES = {
@@ -98,14 +82,6 @@ WAREHOUSE_STATE_NOTES = {
     "wait in the outbox until it runs",
     "STARTING": "starting: metadata rows wait in the outbox until it runs",
 }
-
-
-@dataclass(frozen=True)
-class VolumeFile:
-    path: str  # the full /Volumes/... path
-    relative_path: str  # below the evidence_store directory: <engagement_id>/<name>
-    size: int
-    modified_at: str  # ISO-8601 UTC
 
 
 class DatabricksBackend(StorageBackend):
@@ -127,17 +103,23 @@ class DatabricksBackend(StorageBackend):
         # Idempotency-Keys hold for every replica: claimed in a table beside the metadata.
         self.claims = ClaimsTable(self.sql, quote_name(catalog, schema, CLAIMS_TABLE), staging_root)
         super().__init__(staging_root=staging_root, key_claims=self.claims)
-        self.volume_name = f"{catalog}.{schema}.{volume}"
-        self.root = f"/Volumes/{catalog}/{schema}/{volume}/{VOLUME_DIRECTORY}"
+        self.volume = Volume(
+            client,
+            probe_client,
+            catalog,
+            schema,
+            volume,
+            client_id=settings.databricks_client_id,
+            credentials=settings.databricks_credentials,
+        )
+        self.volume_name = self.volume.name
+        self.root = self.volume.root
         self.table_name = f"{catalog}.{schema}.evidence_metadata"
         self.table = quote_name(catalog, schema, "evidence_metadata")
         # Both may be LazyWorkspaceClients (see from_settings): built on first use.
         self.client = client
         self.probe_client = probe_client  # short timeouts: health answers fast in an outage
         self._host = settings.databricks_host
-        # Grants name a service principal by its application id: the OAuth client id.
-        self._client_id = settings.databricks_client_id
-        self._credentials = settings.databricks_credentials
         self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
         self._retry_seconds = settings.databricks_outbox_retry_seconds
         self._table_ready = False
@@ -164,7 +146,6 @@ class DatabricksBackend(StorageBackend):
             merge=self.rows.merge,
             grace_seconds=longest_merge,
         )
-        self._large_uploads = threading.BoundedSemaphore(LARGE_UPLOADS_AT_ONCE)
         # Unacknowledged uploads whose Volume file could not be removed yet, by id.
         self._withdrawals: dict[str, EvidenceRecord] = {}
         self._withdrawals_lock = threading.Lock()
@@ -216,7 +197,7 @@ class DatabricksBackend(StorageBackend):
         try:
             self.client.volumes.read(self.volume_name)
         except TRANSPORT_ERRORS as error:
-            logger.error("%s", self._files_error(error, "WRITE VOLUME"))
+            logger.error("%s", self.volume.error(error, "WRITE VOLUME"))
         except StorageError as error:  # no client yet: the next use builds one
             logger.error("%s", error)
 
@@ -254,7 +235,7 @@ class DatabricksBackend(StorageBackend):
     def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
         name = stored_file_name(record.id, record.file_name)
         record = record.model_copy(
-            update={"volume_path": f"{self.root}/{record.engagement_id}/{name}"}
+            update={"volume_path": self.volume.path_of(record.engagement_id, name)}
         )
         packed_row(record)  # a row the table cannot take is refused before anything is stored
         self._found.copies = None
@@ -295,50 +276,7 @@ class DatabricksBackend(StorageBackend):
         return self.rows.copies_of(record)
 
     def _upload(self, staged: StagedFile, record: EvidenceRecord) -> None:
-        volume_path = record.volume_path
-        large = self._large_uploads if staged.size > UPLOAD_PART_BYTES else nullcontext()
-        try:
-            with large:
-                self.client.files.upload_from(
-                    volume_path,
-                    str(staged.path),
-                    overwrite=False,
-                    part_size=UPLOAD_PART_BYTES,
-                    use_parallel=True,
-                    parallelism=UPLOAD_PARALLELISM,
-                )
-        except ResourceConflict as error:  # ALREADY_EXISTS: overwrite=False held
-            # The SDK retries a PUT whose answer was lost (a timeout, a 503 from a proxy); the
-            # retry then finds the file the first attempt wrote. Same bytes and no row for the
-            # id yet: it is ours (a stored record's file, same bytes or not, is never taken).
-            if self._volume_holds(volume_path, staged) and not self._has_row(record.id):
-                logger.info("%s was already written by an earlier attempt", volume_path)
-                return
-            raise EvidenceExists(
-                f"{volume_path} is already in the Volume; nothing was replaced"
-            ) from error
-        except TRANSPORT_ERRORS as error:
-            raise self._files_error(error, "WRITE VOLUME") from error
-        except TypeError as error:
-            # databricks-sdk 0.162 raises TypeError while logging a non-JSON error answer to a
-            # streamed upload (a proxy's HTML page, say): it is still a failed request.
-            raise StorageUnavailable(f"Databricks Files API upload failed: {error}") from error
-
-    def _volume_holds(self, volume_path: str, staged: StagedFile) -> bool:
-        """Whether the Volume file has exactly the staged bytes: its size, then the SHA-256 of
-        a streamed download. False when that cannot be told now."""
-        try:
-            if self.client.files.get_metadata(volume_path).content_length != staged.size:
-                return False
-            contents = self.client.files.download(volume_path).contents
-            if contents is None:
-                return False
-            with contents:
-                found = sha256_of(contents)
-        except TRANSPORT_ERRORS as error:
-            logger.warning("cannot compare %s with the upload: %s", volume_path, error)
-            return False
-        return found == (staged.content_hash, staged.size)
+        self.volume.upload(staged, record.volume_path, has_row=lambda: self._has_row(record.id))
 
     def _has_row(self, evidence_id: str) -> bool:
         """Whether the table holds a row for the id; True when that cannot be told now, so
@@ -359,10 +297,8 @@ class DatabricksBackend(StorageBackend):
         have left it), then its outbox entry; False if Databricks could not be asked now: the
         delivery thread asks again until it can (and a restart would too)."""
         try:
-            self.client.files.delete(record.volume_path)
-        except NotFound:
-            pass
-        except _UNREACHABLE as error:
+            self.volume.remove(record.volume_path)
+        except UNREACHABLE as error:
             logger.warning("cannot remove the file of unacknowledged upload %s yet: %s",
                            record.id, error)  # fmt: skip
             with self._withdrawals_lock:
@@ -437,21 +373,7 @@ class DatabricksBackend(StorageBackend):
             after = str(rows[-1][0])
 
     def volume_files(self) -> Iterator[VolumeFile]:
-        """Every file under the evidence directory, at any depth."""
-        directories = [self.root]
-        while directories:
-            for entry in self._directory_entries(directories.pop()):
-                path = (entry.path or "").rstrip("/")
-                if entry.is_directory:
-                    directories.append(path)
-                    continue
-                modified = datetime.fromtimestamp((entry.last_modified or 0) / 1000, UTC)
-                yield VolumeFile(
-                    path=path,
-                    relative_path=path.removeprefix(self.root + "/"),
-                    size=entry.file_size or 0,
-                    modified_at=utc_timestamp(modified),
-                )
+        return self.volume.files()
 
     def _deliver_forever(self) -> None:
         try:
@@ -576,63 +498,18 @@ class DatabricksBackend(StorageBackend):
         )
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
-        if not posixpath.normpath(record.volume_path).startswith(self.root + "/"):
-            raise StorageMisconfigured(f"record {record.id} points outside {self.root}")
-        try:
-            contents = self.client.files.download(record.volume_path).contents
-        except NotFound as error:
-            raise self._missing_file(record, error) from error
-        except TRANSPORT_ERRORS as error:
-            raise self._files_error(error, "READ VOLUME") from error
-        if contents is None:
-            raise StorageUnavailable(f"Databricks returned no content for {record.id}")
-        return contents
+        return self.volume.open(record)
 
     def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
         self._upload(staged, record)
 
     def _stored_size(self, record: EvidenceRecord) -> int | None:
-        try:
-            return self.client.files.get_metadata(record.volume_path).content_length
-        except NotFound:
-            return None
-        except TRANSPORT_ERRORS as error:
-            raise self._files_error(error, "READ VOLUME") from error
+        return self.volume.size(record.volume_path)
 
     def stored_sizes(self, records: Sequence[EvidenceRecord]) -> dict[str, int | None]:
-        """One listing per engagement directory rather than one request per file: a migration
-        checks every record it planned."""
-        found: dict[str, int] = {}
-        for directory in sorted({posixpath.dirname(record.volume_path) for record in records}):
-            for entry in self._directory_entries(directory):
-                if not entry.is_directory and entry.path:
-                    found[entry.path] = entry.file_size or 0
-        return {record.id: found.get(record.volume_path) for record in records}
-
-    def _directory_entries(self, directory: str) -> list[DirectoryEntry]:
-        """A Volume directory's entries; none if it does not exist."""
-        try:
-            return list(self.client.files.list_directory_contents(directory))
-        except NotFound:
-            return []
-        except TRANSPORT_ERRORS as error:
-            raise self._files_error(error, "READ VOLUME") from error
+        return self.volume.sizes(records)
 
     # -- health and errors -------------------------------------------------------------------------
-
-    def _missing_file(self, record: EvidenceRecord, error: NotFound) -> StorageError:
-        """A record whose file is gone: said as such (as the local backend says it), with the
-        advice to create the volume only when the volume itself is what is missing."""
-        try:
-            self.client.volumes.read(self.volume_name)
-        except NotFound:
-            return self._files_error(error, "READ VOLUME")
-        except _UNREACHABLE:
-            pass  # the file is missing; whether its volume is too cannot be told now
-        return StorageUnavailable(
-            f"the file of record {record.id} is missing from volume {self.volume_name} "
-            f"({record.volume_path}): it was removed outside kmflow"
-        )
 
     @property
     def store_location(self) -> str:
@@ -646,7 +523,7 @@ class DatabricksBackend(StorageBackend):
 
     def probes(self) -> list[Probe]:
         def volume_reachable() -> str:
-            details = self._probe_volume()
+            details = self.volume.probe()
             if not details["volume_reachable"]:
                 raise StorageUnavailable(str(details.get("volume_error")))
             return self.volume_name
@@ -684,7 +561,7 @@ class DatabricksBackend(StorageBackend):
     def check(self) -> BackendHealth:
         """Volume and warehouse probed at once, with short timeouts; never discovers."""
         with ThreadPoolExecutor(max_workers=3) as pool:
-            volume = pool.submit(self._probe_volume)
+            volume = pool.submit(self.volume.probe)
             warehouse = pool.submit(self._probe_warehouse)
             in_volume = pool.submit(self.pending.count, self.probe_client)
             volume_details, warehouse_details = volume.result(), warehouse.result()
@@ -703,22 +580,13 @@ class DatabricksBackend(StorageBackend):
             details["metadata_refused"] = self.rows.refused[:300]
         return BackendHealth(reachable=bool(volume_details["volume_reachable"]), details=details)
 
-    def _probe_volume(self) -> dict[str, object]:
-        try:
-            self.probe_client.volumes.read(self.volume_name)
-        except _UNREACHABLE as error:
-            failure = error if isinstance(error, StorageError) else None  # no client built
-            message = str(failure or self._files_error(error, "READ VOLUME"))
-            return {"volume_reachable": False, "volume_error": message.splitlines()[0][:200]}
-        return {"volume_reachable": True}
-
     def _probe_warehouse(self) -> dict[str, object]:
         warehouse_id = self.sql.known_warehouse_id
         if warehouse_id is None:
             return {"warehouse_reachable": False, "warehouse_error": "not discovered yet"}
         try:
             warehouse = self.probe_client.warehouses.get(warehouse_id)
-        except _UNREACHABLE as error:
+        except UNREACHABLE as error:
             return {
                 "warehouse_id": warehouse_id,
                 "warehouse_reachable": False,
@@ -733,34 +601,3 @@ class DatabricksBackend(StorageBackend):
         if note := WAREHOUSE_STATE_NOTES.get(state):
             details["warehouse_detail"] = note
         return details
-
-    def _files_error(self, error: Exception, privilege: str) -> StorageError:
-        """The runbook's troubleshooting cases as messages an operator can act on. A NotFound
-        here is the volume's (a record's missing file is told apart in `_open`)."""
-        if isinstance(error, NotFound):
-            return StorageMisconfigured(
-                f"Unity Catalog volume {self.volume_name} does not exist "
-                f"(RESOURCE_DOES_NOT_EXIST). Create it: "
-                f"CREATE VOLUME IF NOT EXISTS {self.volume_name};"
-            )
-        if isinstance(error, PermissionDenied):
-            # Grants name a service principal by its application id, which is the OAuth
-            # client id: that one is known when kmflow uses OAuth M2M.
-            if self._client_id:
-                grantee, note = f"`{self._client_id}`", ""
-            else:
-                grantee = "`<service principal application id>`"
-                note = " (a service principal is named by its application id in grants)"
-            return StorageMisconfigured(
-                f"PERMISSION_DENIED: the service principal lacks {privilege} on volume "
-                f"{self.volume_name}. Grant it: GRANT {privilege} ON VOLUME {self.volume_name} "
-                f"TO {grantee};{note}"
-            )
-        if isinstance(error, Unauthenticated):
-            reason = (str(error).splitlines() or ["HTTP 401"])[0][:300]
-            if self._credentials in reason:  # said already (see _NamedCredentials)
-                return StorageMisconfigured(reason)
-            return StorageMisconfigured(
-                f"Databricks refused kmflow's credentials (check {self._credentials}): {reason}"
-            )
-        return StorageUnavailable(f"Databricks Files API unavailable: {error}")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from app.progress import Progress
-from app.storage.databricks.backend import DatabricksBackend, VolumeFile
+from app.storage.databricks.backend import DatabricksBackend
+from app.storage.databricks.volume import VolumeFile
 from app.storage.digest import sha256_of
 from app.storage.errors import InvalidInput, StorageError
 from app.storage.names import evidence_id_for_file, validate_engagement_id
