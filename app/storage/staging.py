@@ -202,13 +202,18 @@ def _take_lock(path: Path) -> int:
 
 
 def owner_is_alive(root: Path, owner: str) -> bool:
-    """True while the process that created `owner` still holds its lock."""
+    """True while the process that created `owner` still holds its lock.
+
+    The probe takes a shared lock: only the owner's exclusive one refuses it. An exclusive
+    probe was refused by another thread's probe of the same dead owner, which then looked
+    alive (two retries taking over one abandoned Idempotency-Key: one got a 409).
+    """
     try:
         fd = os.open(root / f"{owner}{LOCK_SUFFIX}", os.O_RDWR)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
