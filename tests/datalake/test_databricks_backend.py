@@ -308,7 +308,8 @@ def test_the_delivery_thread_survives_an_unexpected_error(
             return real_deliver()
 
         monkeypatch.setattr(backend.rows, "deliver_outbox", deliver_failing_once)
-        deadline = time.monotonic() + 20
+        backend._wake.set()  # now, not after the back-off the stopped warehouse caused
+        deadline = time.monotonic() + 60
         while backend.pending.count(backend.client) and time.monotonic() < deadline:
             time.sleep(0.1)
         pending = backend.pending.count(backend.client)
