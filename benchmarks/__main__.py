@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only ...]`: see benchmarks/cli.py and the README."""
+"""`python -m benchmarks [--quick] [--only ...]`: see benchmarks/cli.py and docs/benchmarks.md."""
 
 from benchmarks.cli import main
 

@@ -17,7 +17,7 @@ written for the bulk; the last uploads below are real):
   through `backend.write` add one small file each: the worst point of the maintenance cycle,
   just before the next compaction. What this shape does not reproduce is the length of the
   log (one version per upload in real use): lists of an unchanged table never read the log,
-  and the cost of the refresh after a write is given separately in the README.
+  and the cost of the refresh after a write is given separately in docs/backends.md.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def python_env(extra: Mapping[str, str]) -> dict[str, str]:
 def kmflow_server(
     name: str, backend_env: Mapping[str, str], *, workers: int, cwd: Path, log_dir: Path
 ) -> ServerProcess:
-    """`kmflow serve` as the README says to run it, open on loopback (no API keys).
+    """`kmflow serve` as docs/configuration.md says to run it, open on loopback (no API keys).
 
     `cwd` is a scratch directory so that no `.env` file of the checkout is picked up.
     """

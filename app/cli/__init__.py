@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kmflow",
         description="Evidence storage service. Configured by environment variables "
-        "(see README); STORAGE_BACKEND picks local, delta or databricks.",
+        "(see docs/configuration.md); STORAGE_BACKEND picks local, delta or databricks.",
     )
     parser.add_argument("--version", action="version", version=f"kmflow {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")

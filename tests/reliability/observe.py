@@ -1,7 +1,7 @@
 """What the reliability tests look at from outside a running or killed kmflow: the files its
 store holds, what its staging area still holds, the records its API lists, and its memory.
 
-Only the documented layout is used (README, "Storage guarantees"): evidence files under
+Only the documented layout is used (docs/backends.md, "Storage guarantees"): evidence files under
 LOCAL_STORAGE_PATH (local) or DELTA_BASE_PATH/evidence_store (delta, `volume_path` relative
 to the base), in-flight uploads and write intents under STATE_PATH/staging, one directory
 and one lock file per live process.

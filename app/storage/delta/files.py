@@ -9,9 +9,10 @@ parts so memory stays bounded for any size.
 
 The lease exists because deltalake 1.6.6 does not detect two concurrent compactions of the
 same files: both commit, and every row they rewrote is then in the table twice (reproduced
-in the README). Maintenance therefore runs only while holding this lease: an `flock` on a
-local base (released by the kernel when its holder dies), a conditionally created object
-with an expiry on an object store (taken over, with a conditional update, once expired).
+in docs/backends.md, "Delta Lake backend"). Maintenance therefore runs only while holding this
+lease: an `flock` on a local base (released by the kernel when its holder dies), a
+conditionally created object with an expiry on an object store (taken over, with a
+conditional update, once expired).
 """
 
 from __future__ import annotations

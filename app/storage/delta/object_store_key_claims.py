@@ -127,7 +127,7 @@ class ObjectStoreKeyClaims:
         claim, both would store a record. A conditional overwrite lands only on the binding
         we read, so at most one of them replaces it. Released markers (like expired bindings)
         stay until a claim of the same key replaces them; an S3 lifecycle rule on the prefix
-        can expire them (see the README).
+        can expire them (docs/backends.md, "Delta Lake backend").
         """
         with _store_errors():
             self._release(claim_path(key), evidence_id)

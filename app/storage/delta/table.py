@@ -1,6 +1,6 @@
 """The `evidence_metadata` Delta table: create, append, page, read as of a version, maintain.
 
-Layout, chosen by measurement (README, "Delta Lake backend"):
+Layout, chosen by measurement (docs/backends.md, "Delta Lake backend"):
 - Partitioned by `engagement_id`: listing one engagement reads that engagement's files only,
   so its cost does not grow with the rest of the table.
 - Append-only (`delta.appendOnly`): evidence rows are never updated or deleted; compaction
