@@ -20,6 +20,7 @@ from app.migration import (
     run_migration,
 )
 from app.storage.base import StorageBackend
+from app.storage.capabilities import IndexesStrayFiles
 from app.storage.errors import StorageError
 from app.storage.names import parse_stored_file_name
 from app.storage.registry import BACKENDS, backend_class, create_backend
@@ -125,14 +126,16 @@ def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from app.storage.databricks.backend import DatabricksBackend
     from app.storage.databricks.backfill import backfill_metadata
 
-    if args.target != "databricks":
-        raise ConfigError("--backfill-metadata works on the Databricks target only")
-    settings = _settings(args, "databricks", None)
+    if not issubclass(backend_class(args.target), IndexesStrayFiles):
+        raise ConfigError(
+            f"--backfill-metadata: the {args.target} backend has no files without records to "
+            "index (only storage that files can reach without kmflow does: databricks)"
+        )
+    settings = _settings(args, args.target, None)
     target = _open_for_reading(settings) if args.dry_run else create_backend(settings)
-    assert isinstance(target, DatabricksBackend)
+    assert isinstance(target, IndexesStrayFiles)
     try:
         report = backfill_metadata(target, dry_run=args.dry_run, progress_stream=sys.stderr)
     finally:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from app.progress import Progress
-from app.storage.databricks.backend import DatabricksBackend
-from app.storage.databricks.volume import VolumeFile
+from app.storage.capabilities import IndexesStrayFiles, StrayFile
 from app.storage.digest import sha256_of
 from app.storage.errors import InvalidInput, StorageError
 from app.storage.names import evidence_id_for_file, validate_engagement_id
@@ -44,7 +43,7 @@ class BackfillReport:
 
 
 def backfill_metadata(
-    backend: DatabricksBackend, *, dry_run: bool, progress_stream: TextIO | None
+    backend: IndexesStrayFiles, *, dry_run: bool, progress_stream: TextIO | None
 ) -> BackfillReport:
     known = backend.known_ids()
     files = list(backend.volume_files())
@@ -73,7 +72,7 @@ def backfill_metadata(
     return report
 
 
-def _index(backend: DatabricksBackend, volume_file: VolumeFile, progress: Progress) -> None:
+def _index(backend: IndexesStrayFiles, volume_file: StrayFile, progress: Progress) -> None:
     evidence_id, file_name = evidence_id_for_file(volume_file.relative_path)
     engagement_id, separator, _ = volume_file.relative_path.partition("/")
     if not separator:
