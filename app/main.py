@@ -19,9 +19,9 @@ from app import __version__
 from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
 from app.api.routes import evidence, health, metrics
-from app.config import Settings, load_settings
 from app.observability.middleware import ObservabilityMiddleware
 from app.observability.request_context import install_log_record_factory, note_route
+from app.settings import Settings, load_settings
 from app.storage.base import StorageBackend
 from app.storage.registry import create_backend
 

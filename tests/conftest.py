@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from app.settings import Settings
 from app.storage.base import StorageBackend
 from app.storage.local.backend import LocalBackend
 from tests import keys

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import unauthorized
-from app.config import Settings, is_loopback
+from app.config import is_loopback
+from app.settings import Settings
 from app.storage.base import StorageBackend
 
 # These dependencies do no I/O, so they are `async def`: FastAPI would run a plain `def` in the

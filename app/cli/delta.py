@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from app.config import load_settings
+from app.settings import load_settings
 from app.storage.registry import backend_class
 
 

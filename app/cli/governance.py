@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.config import Settings, load_settings
+from app.settings import Settings, load_settings
 from app.storage.registry import backend_class
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.config import BackendName, ConfigError, Settings, load_settings
+from app.config import BackendName, ConfigError
 from app.migration import (
     backend_items,
     describe_plan,
@@ -19,6 +19,7 @@ from app.migration import (
     plan_migration,
     run_migration,
 )
+from app.settings import Settings, load_settings
 from app.storage.base import StorageBackend
 from app.storage.capabilities import IndexesStrayFiles
 from app.storage.errors import StorageError

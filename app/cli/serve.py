@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from app.config import load_settings
 from app.observability.log_format import logging_config
 from app.observability.metrics import MULTIPROCESS_DIR_ENV
+from app.settings import load_settings
 from app.storage.registry import backend_class
 
 

@@ -25,13 +25,13 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
 from app.governance.checklist import (
     DATABRICKS_ITEMS,
     VERIFY_ENGAGEMENT_PREFIX,
     CheckResult,
     VerifyOptions,
 )
+from app.settings import Settings
 
 HTTP_TIMEOUT_SECONDS = 60.0
 

@@ -13,7 +13,6 @@ from typing import Any
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound
 
-from app.config import Settings
 from app.governance.bootstrap import LAYERS, METADATA_TABLE
 from app.governance.catalog_file import load_catalog_entries
 from app.governance.checklist import (
@@ -26,6 +25,7 @@ from app.governance.errors import GovernanceError
 from app.governance.grants import Securable, audit_grants
 from app.governance.uc_objects import TRANSPORT_ERRORS, explain, table_exists
 from app.governance.unity_catalog import layer_schema
+from app.settings import Settings
 from app.storage.databricks.client import workspace_client
 from app.storage.databricks.sql import StatementRunner, quote_name
 from app.storage.databricks.volume import VOLUME_DIRECTORY

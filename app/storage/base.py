@@ -52,7 +52,7 @@ from app.storage.records import (
 from app.storage.staging import StagedFile, StagingArea
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from app.settings import Settings
 
 SHA256_HEX = re.compile(SHA256_HEX_PATTERN)
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record

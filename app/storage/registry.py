@@ -10,10 +10,11 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
-from app.config import BackendName, ConfigError, Settings
+from app.config import BackendName, ConfigError
 from app.storage.errors import BackendNotInstalled
 
 if TYPE_CHECKING:
+    from app.settings import Settings
     from app.storage.base import StorageBackend
 
 

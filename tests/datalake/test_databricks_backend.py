@@ -326,7 +326,7 @@ def test_an_upload_killed_before_its_201_leaves_nothing_after_restart(
 ) -> None:
     script = textwrap.dedent("""
         import io, os
-        from app.config import load_settings
+        from app.settings import load_settings
         from app.storage.registry import create_backend
         backend = create_backend(load_settings())
         backend.outbox.mark_queued = lambda *args, **kwargs: os._exit(9)  # dies mid-commit

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name as canonical
 from packaging.version import Version
 
-from app.config import Settings
+from app.settings import Settings
 from scripts.requirements_from_pyproject import floor, requirements
 from tests.deploy.dockerfile import DOCKERFILE, ROOT, env_pairs, parse
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from app.config import Settings
+from app.settings import Settings
 from tests.deploy.dockerfile import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError
+from app.settings import load_settings
 from app.storage.delta.backend import DeltaLakeBackend
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.maintenance import MaintenancePolicy

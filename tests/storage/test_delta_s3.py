@@ -15,8 +15,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from app.settings import Settings
 from app.storage.delta.backend import DeltaLakeBackend
 from app.storage.delta.files import ObjectStoreFiles
 from app.storage.delta.location import DeltaLocation

@@ -7,7 +7,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError
+from app.settings import load_settings
 from app.storage import filesystems
 from app.storage.filesystems import Mount, mount_of, network_mount, parse_mountinfo
 

@@ -21,11 +21,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from databricks.sdk import WorkspaceClient
 
-from app.config import Settings
 from app.observability import metrics
 from app.storage.base import StorageBackend
 from app.storage.databricks.claims import CLAIMS_TABLE, ClaimsTable
@@ -58,6 +57,9 @@ from app.storage.names import stored_file_name
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from databricks.sdk import WorkspaceClient
@@ -24,8 +24,10 @@ from databricks.sdk.credentials_provider import (
 from databricks.sdk.errors import Unauthenticated
 from databricks.sdk.errors.base import DatabricksError
 
-from app.config import Settings
 from app.storage.errors import StorageMisconfigured, StorageUnavailable
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 TRANSPORT_ERRORS = (DatabricksError, requests.RequestException, TimeoutError)
 

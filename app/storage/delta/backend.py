@@ -34,12 +34,11 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import deltalake  # noqa: F401  (the registry turns a missing package into an install hint)
 from obstore.exceptions import BaseError as ObjectStoreError
 
-from app.config import Settings
 from app.storage.base import StorageBackend
 from app.storage.delta.files import EvidenceFiles, LocalFiles, ObjectStoreFiles
 from app.storage.delta.location import FILES_PREFIX, TABLE_NAME, DeltaLocation
@@ -58,6 +57,9 @@ from app.storage.health import BackendHealth, Probe, free_disk
 from app.storage.names import stored_file_name
 from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from app.config import Settings
 from app.storage.base import StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
@@ -27,6 +26,9 @@ from app.storage.local.index import SqliteIndex
 from app.storage.names import stored_file_name
 from app.storage.records import EvidenceRecord, RecordPage
 from app.storage.staging import StagedFile, owner_is_alive
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
