@@ -17,7 +17,8 @@ to the recorded `content_hash`. That makes a migration
 
 A bare directory laid out as `<engagement_id>/<file>` (no index) can be a source too: a file
 named `<32 hex>_<name>` (kmflow's own layout) keeps that id, any other file gets an id derived
-from its path, so reruns still recognise it.
+from its path, so reruns still recognise it. Plan, copy and final check are one procedure
+read from top to bottom, hence the length.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The one storage contract every backend implements (its record: `records`; its health
 reports: `health`; client metadata as text: `metadata_json`).
 
-A backend implements the protected hooks (`_commit`, `_get`, `_list`, `_open`, `check`); the
-public methods validate client input once, so no backend can forget path safety. A write is
-two steps so the HTTP layer can stream a body of unknown field order straight to disk:
-`stage()` gives a local file that hashes while it is written, `commit()` makes it durable and
-findable. `write()` derives the one-call form from those two.
+A backend implements the protected hooks (`_commit`, `_put_back`, `_stored_size`,
+`_engagements`, `_get`, `_list`, `_open`, `check`); the public methods validate client input
+once, so no backend can forget path safety. A write is two steps so the HTTP layer can stream a
+body of unknown field order straight to disk: `stage()` gives a local file that hashes while it
+is written, `commit()` makes it durable and findable. `write()` derives the one-call form from
+those two. Longer than most modules because it is the whole contract, one class: a backend
+author reads this file and nothing else of the shared code.
 """
 
 from __future__ import annotations

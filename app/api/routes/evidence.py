@@ -1,4 +1,8 @@
-"""Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range)."""
+"""Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range).
+
+Longer than most modules: each route's OpenAPI text (built from the storage patterns) stays
+beside the route it documents.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ only once the warehouse has confirmed its MERGE; a round that fails leaves its r
 the delivery thread (`deliver_outbox`), which drains them through the same rounds. So this
 process never has two MERGEs in flight, and a row reaches the table once: the MERGE inserts only
 ids the table lacks, a round renews its claims before its MERGE and skips rows no longer its
-own, and one statement never carries an id twice.
+own, and one statement never carries an id twice. One class holds the rounds' state, hence
+the length.
 """
 
 from __future__ import annotations

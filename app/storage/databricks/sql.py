@@ -8,7 +8,8 @@ A statement can end three ways besides success, and each is handled: the SDK rai
 errors, after its own retries of 429/503), the API answers 200 with `status.state = FAILED`,
 or the statement is still PENDING/RUNNING when `wait_timeout` ends: then it is polled until it
 finishes or kmflow's own deadline passes, and then cancelled. PENDING is never taken for done
-or for failed.
+or for failed. Every SQL text the backend sends is built here, which is why this module is
+longer than most: the rule above is checked in one file.
 """
 
 from __future__ import annotations

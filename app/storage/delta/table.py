@@ -15,6 +15,9 @@ which costs about 1 ms per 1,000 retained versions, so quiet tables are never re
 Appends are idempotent: each carries a Delta `txn` action (this process's app id, a batch
 sequence number), so after an error whose outcome is unknown the table itself says whether
 the batch landed, and a retry never commits a row twice.
+
+One class for the one table, longer than most modules: its reads, appends and maintenance
+share the snapshot, the writer and the transaction ids, so they are read together.
 """
 
 from __future__ import annotations
