@@ -37,7 +37,7 @@ from app.storage.names import parse_stored_file_name
 MARKER_NAME = ".kmflow-store"
 _MARKER_PREFIX = "kmflow-store:"
 INDEX_FILE = "index.sqlite3"
-SAMPLE_SIZE = 32  # records whose files are looked for when one side has no identity
+SAMPLE_SIZE = 32  # files looked for when one side has no identity yet
 _FIX = (
     "set STATE_PATH (kmflow migrate: --state-dir) to this store's own index, or unset it to "
     "use the default beside the store"
@@ -79,12 +79,21 @@ def read_marker(store: Path) -> str | None:
     return target.removeprefix(_MARKER_PREFIX)
 
 
-def read_binding(index_dir: Path) -> tuple[IndexBinding | None, int, list[str]]:
-    """The index's identity, its record count and a sample of the files it knows (records, and
-    the write intents of interrupted commits); read-only, and a missing index is empty."""
+@dataclass(frozen=True)
+class IndexContents:
+    """What an index says about itself: whose it is, how many records, a few of its files."""
+
+    binding: IndexBinding | None
+    records: int
+    known: list[str]  # paths of some records' files and of interrupted commits' files
+
+
+def read_index(index_dir: Path, *, with_contents: bool) -> IndexContents:
+    """Read-only, and a missing index is empty. The binding alone is one row; the contents
+    (a count, and the first and last records by rowid: no scan) only when asked for."""
     path = index_dir / INDEX_FILE
     if not path.exists():
-        return None, 0, []
+        return IndexContents(None, 0, [])
     # Read-write but only read: the last connection to close removes the WAL files it opened,
     # where a read-only one would leave them behind.
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True)) as db:
@@ -93,14 +102,20 @@ def read_binding(index_dir: Path) -> tuple[IndexBinding | None, int, list[str]]:
         if "store_identity" in tables:
             row = db.execute("SELECT identity, store_path FROM store_identity").fetchone()
             binding = IndexBinding(*row) if row else None
-        if "evidence_metadata" not in tables:
-            return binding, 0, []
+        if not with_contents or "evidence_metadata" not in tables:
+            return IndexContents(binding, 0, [])
         (count,) = db.execute("SELECT count(*) FROM evidence_metadata").fetchone()
-        known = db.execute(
-            "SELECT volume_path FROM evidence_metadata ORDER BY random() LIMIT ?", (SAMPLE_SIZE,)
-        ).fetchall()
-        known += db.execute("SELECT path FROM write_intents LIMIT ?", (SAMPLE_SIZE,)).fetchall()
-    return binding, int(count), [row[0] for row in known]
+        half = SAMPLE_SIZE // 2
+        known = [
+            row[0]
+            for query in (
+                "SELECT volume_path FROM evidence_metadata ORDER BY rowid LIMIT ?",
+                "SELECT volume_path FROM evidence_metadata ORDER BY rowid DESC LIMIT ?",
+                "SELECT path FROM write_intents LIMIT ?",
+            )
+            for row in db.execute(query, (half,))
+        ]
+    return IndexContents(binding, int(count), known)
 
 
 def check(store: Path, index_dir: Path) -> str | None:
@@ -108,14 +123,16 @@ def check(store: Path, index_dir: Path) -> str | None:
     `ForeignIndex` with one line naming both paths if the index is not the store's. Changes
     nothing on disk."""
     marker = read_marker(store) if store.is_dir() else None
-    binding, records, known = read_binding(index_dir)
+    binding = read_index(index_dir, with_contents=False).binding
     where = f"the index at {index_dir}"
-    if binding is not None and marker is not None:
+    if binding is not None and marker is not None:  # every start but the first: one row read
         if binding.identity != marker:
             raise ForeignIndex(
                 f"{where} belongs to the store at {binding.store_path}, not to {store}: {_FIX}"
             )
         return marker
+    contents = read_index(index_dir, with_contents=True)
+    records, known = contents.records, contents.known
     owner = f" (of the store at {binding.store_path})" if binding else ""
     if not any((store / relative).is_file() for relative in known):
         if records:
