@@ -13,6 +13,8 @@ import io
 import threading
 from pathlib import Path
 
+import obstore
+import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -186,3 +188,29 @@ def test_backends_sharing_an_s3_base_store_one_record_per_idempotency_key(
         assert len(answers) == 4
         assert len({answer.record.id for answer in answers}) == 1, key
         assert sorted(answer.replayed for answer in answers) == [False, True, True, True]
+
+
+def test_stored_sizes_on_an_s3_base_come_from_listings_not_a_head_per_file(
+    base_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration checks every record it copied at the end: thousands of HEADs otherwise."""
+    backend = DeltaLakeBackend(
+        DeltaLocation.parse(base_uri), tmp_path / "state" / "staging", MaintenancePolicy()
+    )
+    backend.startup()
+    try:
+        records = [
+            backend.write(f"ENG-{n % 2}", f"{n}.txt", io.BytesIO(b"x" * (n + 1))) for n in range(6)
+        ]
+        assert isinstance(backend.files, ObjectStoreFiles)
+        obstore.delete(backend.files.store, records[4].volume_path)  # behind the table's back
+
+        def no_head(*args: object, **kwargs: object) -> object:
+            raise AssertionError("one HEAD per file")
+
+        monkeypatch.setattr(obstore, "head", no_head)
+        sizes = backend.stored_sizes(records)
+    finally:
+        backend.close()
+
+    assert sizes == {record.id: None if n == 4 else n + 1 for n, record in enumerate(records)}

@@ -147,6 +147,11 @@ class DeltaLakeBackend(StorageBackend):
         with _store_errors():
             return self.files.size(record.volume_path)
 
+    def stored_sizes(self, records: Sequence[EvidenceRecord]) -> dict[str, int | None]:
+        with _store_errors():
+            sizes = self.files.sizes([record.volume_path for record in records])
+        return {record.id: sizes[record.volume_path] for record in records}
+
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         return self.table.get(engagement_id, evidence_id)
 
