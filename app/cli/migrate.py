@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from app.settings import Settings, load_settings
 from app.storage.base import StorageBackend
 from app.storage.capabilities import IndexesStrayFiles
 from app.storage.errors import StorageError
+from app.storage.local import store_identity
 from app.storage.names import parse_stored_file_name
 from app.storage.registry import BACKENDS, backend_class, create_backend
 
@@ -90,7 +89,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     source = None if bare_directory else build(source_settings)
     target = (
         None  # a dry run creates nothing: a local target without an index is simply empty
-        if args.dry_run and args.target == "local" and _local_index_size(target_settings) is None
+        if args.dry_run
+        and args.target == "local"
+        and not (target_settings.state_path / store_identity.INDEX_FILE).exists()
         else build(target_settings)
     )
     try:
@@ -159,23 +160,13 @@ def _settings(args: argparse.Namespace, backend: BackendName, store: Path | None
     return load_settings(**overrides)
 
 
-def _local_index_size(settings: Settings) -> int | None:
-    """Records in the local index at STATE_PATH, read-only; None if there is no index."""
-    path = settings.state_path / "index.sqlite3"
-    if not path.exists():
-        return None
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        (count,) = db.execute("SELECT count(*) FROM evidence_metadata").fetchone()
-    return int(count)
-
-
 def _is_bare_tree(settings: Settings, bare: bool) -> bool:
     """Whether a local source is read without an index; refuses to guess wrong.
 
     A kmflow store read without its index loses every client file name and metadata for
     good, and a later run with the right index would skip those records as already copied.
     """
-    if _local_index_size(settings):
+    if store_identity.read_index(settings.state_path, with_contents=True).records:
         return False
     root = settings.local_storage_path
     looks_like_a_store = any(

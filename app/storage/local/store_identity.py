@@ -16,8 +16,8 @@ identity and its index records the same one:
 `check` decides read-only, before anything is created, whether the pair belongs together.
 Where one side has no identity yet (a new store, a new index, or one from before identities)
 the pair is judged by its content: an index with records belongs to a store that holds some of
-their files; an empty index, to a store without kmflow files. `bind` then writes what is
-missing on either side.
+their files; an empty index, to a store without kmflow files. At startup, `mark` and the
+index's `bind` then write what is missing on either side.
 """
 
 from __future__ import annotations
