@@ -1,8 +1,8 @@
 """The one storage contract every backend implements (its record: `records`; its health
 reports: `health`; client metadata as text: `metadata_json`).
 
-A backend implements the protected hooks (`_commit`, `_put_back`, `_stored_size`,
-`_engagements`, `_get`, `_list`, `_open`, `check`); the public methods validate client input
+A backend implements the protected hooks (`_commit`, `_remove`, `_put_back`, `_stored_size`,
+`_engagements`, `_get`, `_list`, `_open`, `probes`); the public methods validate client input
 once, so no backend can forget path safety. A write is two steps so the HTTP layer can stream a
 body of unknown field order straight to disk: `stage()` gives a local file that hashes while it
 is written, `commit()` makes it durable and findable. `write()` derives the one-call form from
@@ -12,11 +12,14 @@ author reads this file and nothing else of the shared code.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
@@ -24,11 +27,14 @@ from app.observability.metrics import observed
 from app.sizes import CHUNK_BYTES
 from app.storage.digest import Readable
 from app.storage.errors import (
+    CommitOutcomeUnknown,
     DigestMismatch,
+    EvidenceExists,
     EvidenceNotFound,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidInput,
+    StorageError,
     StorageUnavailable,
 )
 from app.storage.health import BackendHealth, Probe
@@ -52,9 +58,12 @@ from app.storage.records import (
     utc_timestamp,
 )
 from app.storage.staging import StagedFile, StagingArea
+from app.storage.write_intents import INTENTS_DIRECTORY, WriteIntents
 
 if TYPE_CHECKING:
     from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 SHA256_HEX = re.compile(SHA256_HEX_PATTERN)
 KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
@@ -76,11 +85,19 @@ class StorageBackend(ABC):
     # uploads wait on a remote service for a second or so sets more, or those waits would
     # cap how many uploads are in flight.
     request_threads: ClassVar[int | None] = None
+    # True: the backend settles interrupted writes itself, off the startup path (a remote store
+    # may not answer at startup, and startup must not wait for the SDK's retries).
+    settles_in_background: ClassVar[bool] = False
 
     def __init__(self, staging_root: Path, key_claims: KeyClaims | None = None) -> None:
         """`key_claims`: where Idempotency-Keys are claimed; by default a table on this
         machine, which is right only while one machine serves the deployment."""
         self._staging = StagingArea(staging_root)
+        self._intents = WriteIntents(
+            staging_root.parent / INTENTS_DIRECTORY, staging_root, self._staging.owner
+        )
+        # Files of unacknowledged writes not removed yet, by id (see `retry_removals`).
+        self._unremoved: dict[str, str] = {}
         self.idempotency_keys: KeyClaims = key_claims or IdempotencyKeys(
             staging_root.parent / "idempotency.sqlite3", staging_root
         )
@@ -352,6 +369,62 @@ class StorageBackend(ABC):
     def startup(self) -> None:
         """Called once when the service starts: clears leftovers of interrupted writes."""
         self._staging.sweep_stale()
+        if not self.settles_in_background:
+            self.settle_interrupted_writes()
+
+    # -- the crash protocol (`write_intents`): every backend's `_commit` runs inside it -------
+
+    @contextmanager
+    def _write_intent(self, record: EvidenceRecord) -> Iterator[CommitSteps]:
+        """Wrap placing `record`'s file at its `volume_path` and indexing it; the backend
+        says when each is done. If the block fails, the file goes unless the record was
+        indexed, the file there was not ours (`EvidenceExists` before `placed`), or the
+        outcome is unknown (`CommitOutcomeUnknown`: the next startup decides)."""
+        self._intents.add(record)
+        steps = CommitSteps()
+        try:
+            yield steps
+        except BaseException as error:
+            if steps.indexed:
+                self._intents.drop(record.id)
+            elif isinstance(error, CommitOutcomeUnknown):
+                logger.warning("outcome of %s unknown; the next startup settles it", record.id)
+            elif isinstance(error, EvidenceExists) and not steps.placed:
+                self._intents.drop(record.id)  # the file there is not this write's
+            else:
+                self._remove_unacknowledged(record.id, record.volume_path)
+            raise
+        self._intents.drop(record.id)
+
+    def _remove_unacknowledged(self, evidence_id: str, path: str) -> None:
+        """The file of a write that got no acknowledgement goes; if the store cannot be asked
+        now, the intent stays for `retry_removals` and the next startup."""
+        try:
+            self._remove(path)
+        except Exception as error:  # noqa: BLE001  (the write's own error is the one raised)
+            logger.warning("cannot remove %s of an unacknowledged write yet: %s", path, error)
+            self._unremoved[evidence_id] = path
+            return
+        self._unremoved.pop(evidence_id, None)
+        self._intents.drop(evidence_id)
+
+    def retry_removals(self) -> None:
+        """Try again to remove the files of this process's unacknowledged writes."""
+        for evidence_id, path in list(self._unremoved.items()):
+            self._remove_unacknowledged(evidence_id, path)
+
+    def settle_interrupted_writes(self) -> None:
+        """Intents of dead processes: the file stays if its record is findable, else it goes.
+        An intent the store cannot settle now stays for the next try."""
+        for intent in self._intents.left_by_dead():
+            try:
+                if self._get(intent.engagement_id, intent.evidence_id) is None:
+                    self._remove(intent.path)
+                    logger.info("removed the file of an interrupted write: %s", intent.path)
+            except (StorageError, OSError) as error:
+                logger.warning("interrupted write %s left for later: %s", intent.evidence_id, error)
+                continue
+            self._intents.forget(intent)
 
     def close(self) -> None:
         self.idempotency_keys.close()
@@ -363,8 +436,14 @@ class StorageBackend(ABC):
     def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
         """Make the sealed staged bytes durable and the record findable.
 
-        Every field of `record` is final except `volume_path`, which the backend fills in.
+        Every field of `record` is final except `volume_path`, which the backend fills in;
+        then it places the file and indexes the record inside `_write_intent(record)`.
         """
+
+    @abstractmethod
+    def _remove(self, path: str) -> None:
+        """Remove the file at `path` (a `volume_path`) if it is there: a write that was never
+        acknowledged. Raises `StorageError` if the store cannot be asked now."""
 
     @abstractmethod
     def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
@@ -389,25 +468,30 @@ class StorageBackend(ABC):
     @abstractmethod
     def _open(self, record: EvidenceRecord) -> BinaryIO: ...
 
-    @abstractmethod
-    def check(self) -> BackendHealth:
-        """Whether the backend can serve requests now; must not raise. Cheap: probes call it."""
-
     @property
     @abstractmethod
     def store_location(self) -> str:
         """Where the evidence lives, for operators (startup line, health detail); no secrets."""
 
+    @abstractmethod
     def probes(self) -> Sequence[Probe]:
-        """Each part of the backend as its own check; a backend names its parts."""
+        """Each part of the backend as its own probe, essential or not: the one health hook.
+        Cheap and bounded in time: load balancers call `check` every few seconds."""
 
-        def reachable() -> str | None:
-            report = self.check()
-            if not report.reachable:
-                raise StorageUnavailable(str(report.details.get("error", "not reachable")))
-            return None
+    def check(self) -> BackendHealth:
+        """Every probe at once, each on its own thread (a probe waiting on a timeout does not
+        delay the others); never raises."""
+        probes = list(self.probes())
+        with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:
+            return BackendHealth(checks=list(pool.map(Probe.check, probes)))
 
-        return [Probe("backend reachable", reachable)]
+
+@dataclass
+class CommitSteps:
+    """What a commit inside `_write_intent` has done so far; the backend sets each."""
+
+    placed: bool = False  # the file at the record's path is this write's
+    indexed: bool = False  # the record is durable and findable
 
 
 def _skip(stream: BinaryIO, count: int) -> None:

@@ -31,6 +31,11 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached now; retrying later may succeed."""
 
 
+class CommitOutcomeUnknown(StorageUnavailable):
+    """The store failed in a way that leaves unknown whether the record was committed: its
+    file stays, and the write intent lets the next startup decide (`write_intents`)."""
+
+
 class StorageMisconfigured(StorageError):
     """The backend's target is missing or refuses us; an operator must act."""
 

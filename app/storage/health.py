@@ -1,4 +1,9 @@
-"""How a backend reports on itself: reachable or not, and each of its parts probed on its own."""
+"""How a backend reports on itself: each of its parts probed on its own, and what follows.
+
+A backend names its parts (`StorageBackend.probes`); everything else is derived here, once:
+readiness (every essential part answers), the operators' status (ok, degraded, unavailable) and
+the facts `/api/v1/health` shows, which the probes record as they run.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.storage.errors import StorageUnavailable
 
-
-class BackendHealth(BaseModel):
-    reachable: bool
-    details: dict[str, Any] = Field(default_factory=dict)
+Facts = dict[str, Any]
+Status = Literal["ok", "degraded", "unavailable"]
 
 
 class Check(BaseModel):
@@ -27,26 +30,63 @@ class Check(BaseModel):
     essential: bool = Field(description="If this fails the backend cannot store evidence.")
     latency_ms: float
     detail: str | None = None
+    # What the probe found, for `/api/v1/health`'s details (plain JSON values, never secrets).
+    facts: Facts = Field(default_factory=dict, exclude=True)
 
 
 @dataclass(frozen=True)
 class Probe:
-    """A named check: `run` returns a detail line, or raises to say the part is not fine."""
+    """A named check. `run` fills `facts` with what it finds and returns a detail line, or
+    raises to say the part is not fine; the facts it recorded before raising are kept."""
 
     name: str
-    run: Callable[[], str | None]
+    run: Callable[[Facts], str | None]
     essential: bool = True
 
     def check(self) -> Check:
+        facts: Facts = {}
         start = time.perf_counter()
         try:
-            detail, ok = self.run(), True
+            detail, ok = self.run(facts), True
         except Exception as error:  # noqa: BLE001  (a probe reports any failure, never raises)
             detail, ok = _first_line(error), False
         latency = round((time.perf_counter() - start) * 1000, 3)
         return Check(
-            name=self.name, ok=ok, essential=self.essential, latency_ms=latency, detail=detail
+            name=self.name,
+            ok=ok,
+            essential=self.essential,
+            latency_ms=latency,
+            detail=detail,
+            facts=facts,
         )
+
+
+class BackendHealth(BaseModel):
+    """Every probe's check, and what they mean together."""
+
+    checks: list[Check]
+
+    @property
+    def reachable(self) -> bool:
+        """The backend can take and serve evidence now: every essential part answers."""
+        return all(check.ok for check in self.checks if check.essential)
+
+    @property
+    def status(self) -> Status:
+        if not self.reachable:
+            return "unavailable"
+        return "ok" if all(check.ok for check in self.checks) else "degraded"
+
+    @property
+    def details(self) -> Facts:
+        """Every probe's facts; when unreachable, `error` names the first essential failure."""
+        details: Facts = {}
+        for check in self.checks:
+            details.update(check.facts)
+        failed = next((c for c in self.checks if c.essential and not c.ok), None)
+        if failed is not None:
+            details.setdefault("error", failed.detail or failed.name)
+        return details
 
 
 MIN_FREE_DISK_BYTES = 1024**3

@@ -329,7 +329,7 @@ def test_an_upload_killed_before_its_201_leaves_nothing_after_restart(
         from app.settings import load_settings
         from app.storage.registry import create_backend
         backend = create_backend(load_settings())
-        backend.outbox.mark_queued = lambda *args, **kwargs: os._exit(9)  # dies mid-commit
+        backend.outbox.queue = lambda *args, **kwargs: os._exit(9)  # dies mid-commit
         record = backend.write("ENG-KILLED", "a.txt", io.BytesIO(b"never acknowledged"))
     """)
     killed = subprocess.run(
@@ -343,11 +343,11 @@ def test_an_upload_killed_before_its_201_leaves_nothing_after_restart(
 
     restarted = create_backend(settings_from_env(env))
     try:
-        in_flight = restarted.outbox.uploads_in_flight()
+        intents = list(restarted._intents.directory.iterdir())
     finally:
         restarted.close()
 
-    assert in_flight == []
+    assert intents == []
     with pytest.raises(NotFound):
         client.files.get_metadata(str(left.path))
 

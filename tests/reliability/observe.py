@@ -3,8 +3,8 @@ store holds, what its staging area still holds, the records its API lists, and i
 
 Only the documented layout is used (docs/backends.md, "Storage guarantees"): evidence files under
 LOCAL_STORAGE_PATH (local) or DELTA_BASE_PATH/evidence_store (delta, `volume_path` relative
-to the base), in-flight uploads and write intents under STATE_PATH/staging, one directory
-and one lock file per live process.
+to the base), in-flight uploads under STATE_PATH/staging (one directory and one lock file per
+live process) and write intents under STATE_PATH/intents.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def stored_paths(env: dict[str, str], workspace: DatabricksWorkspace | None = No
 
 
 def staging_leftovers(env: dict[str, str]) -> list[str]:
-    """Files under STATE_PATH/staging other than the live processes' lock files: partial
-    uploads (`*.part`) and write intents (`*.intent`)."""
-    root = Path(env["STATE_PATH"]) / "staging"
-    if not root.exists():
-        return []
+    """Files under STATE_PATH/staging other than the live processes' lock files (partial
+    uploads, `*.part`) and write intents (`STATE_PATH/intents/*.intent`)."""
+    state = Path(env["STATE_PATH"])
     return sorted(
-        str(path.relative_to(root))
+        str(path.relative_to(state))
+        for root in (state / "staging", state / "intents")
+        if root.exists()
         for path in root.rglob("*")
         if path.is_file() and path.suffix != ".lock"
     )

@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 from app import __version__
 from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ErrorBody
-from app.storage.base import StorageBackend
-from app.storage.health import Check
+from app.storage.health import Check, Status
 
 router = APIRouter(tags=["health"])
 
@@ -75,7 +74,7 @@ async def health(storage: Storage, settings: AppSettings, request: Request) -> J
 
 
 class HealthDetail(BaseModel):
-    status: Literal["ok", "degraded", "unavailable"] = Field(
+    status: Status = Field(
         description="'degraded': evidence is stored, but a part checked here is not fine."
     )
     version: str
@@ -96,25 +95,14 @@ class HealthDetail(BaseModel):
     summary="Every backend check with its latency, the version and the configuration",
 )
 async def health_detail(storage: Storage, settings: AppSettings, request: Request) -> JSONResponse:
-    checks = await anyio.to_thread.run_sync(
-        _run_probes, storage, limiter=request.state.probe_threads
-    )
-    if any(not check.ok and check.essential for check in checks):
-        status: Literal["ok", "degraded", "unavailable"] = "unavailable"
-    elif any(not check.ok for check in checks):
-        status = "degraded"
-    else:
-        status = "ok"
+    report = await anyio.to_thread.run_sync(storage.check, limiter=request.state.probe_threads)
     body = HealthDetail(
-        status=status,
+        status=report.status,
         version=__version__,
         storage=storage.name,
         store=storage.store_location,
-        checks=checks,
+        checks=report.checks,
         configuration=settings.model_dump(mode="json"),  # SecretStr dumps as '**********'
     )
-    return JSONResponse(body.model_dump(), status_code=503 if status == "unavailable" else 200)
-
-
-def _run_probes(storage: StorageBackend) -> list[Check]:
-    return [probe.check() for probe in storage.probes()]
+    status_code = 503 if report.status == "unavailable" else 200
+    return JSONResponse(body.model_dump(), status_code=status_code)

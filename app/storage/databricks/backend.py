@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -48,11 +47,10 @@ from app.storage.databricks.sql import (
 )
 from app.storage.databricks.volume import UNREACHABLE, Volume, VolumeFile
 from app.storage.errors import (
-    EvidenceExists,
     StorageError,
     StorageUnavailable,
 )
-from app.storage.health import BackendHealth, Probe
+from app.storage.health import Facts, Probe
 from app.storage.names import stored_file_name
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.records import EvidenceRecord, RecordPage
@@ -91,6 +89,7 @@ class DatabricksBackend(StorageBackend):
     # An upload holds its request thread while its round commits (about a second on a real
     # warehouse): 40 threads would cap uploads in flight, and so rows per MERGE, at 40.
     request_threads = 160
+    settles_in_background = True  # on the delivery thread: see `startup`
 
     def __init__(
         self, settings: Settings, client: WorkspaceClient, probe_client: WorkspaceClient
@@ -148,9 +147,6 @@ class DatabricksBackend(StorageBackend):
             merge=self.rows.merge,
             grace_seconds=longest_merge,
         )
-        # Unacknowledged uploads whose Volume file could not be removed yet, by id.
-        self._withdrawals: dict[str, EvidenceRecord] = {}
-        self._withdrawals_lock = threading.Lock()
         self._bulk = False
         # A result row at its largest, as JSON: the metadata (escaped) and the other columns.
         self._max_row_bytes = 2 * settings.max_metadata_bytes + 8 * 1024
@@ -190,7 +186,8 @@ class DatabricksBackend(StorageBackend):
             )
 
     def _startup_checks(self) -> None:
-        self._remove_interrupted_uploads()
+        self.settle_interrupted_writes()
+        self._release_dead_claims()
         try:
             self._ensure_table()
         except StorageError as error:
@@ -212,22 +209,8 @@ class DatabricksBackend(StorageBackend):
         self.outbox.close()
         super().close()
 
-    def _remove_interrupted_uploads(self) -> None:
-        """Files of uploads that never got their 201 (the process died mid-way) are removed."""
-        for record, owner in self.outbox.uploads_in_flight():
-            if owner_is_alive(self._staging.root, owner):
-                continue
-            try:
-                committed = bool(self._read(
-                    f"SELECT id FROM {self.table} WHERE id = :id", {"id": record.id}  # noqa: S608
-                ))  # fmt: skip
-            except StorageError as error:
-                logger.warning("interrupted upload %s left for later: %s", record.id, error)
-                continue
-            if committed:  # its file is evidence stored under the same id: keep it
-                self.outbox.remove([record.id])
-            elif self._withdraw_upload(record):
-                logger.info("removed the file of an interrupted upload: %s", record.volume_path)
+    def _release_dead_claims(self) -> None:
+        """Outbox rows a dead process was delivering may be delivered by others now."""
         for owner in self.outbox.claim_holders():
             if not owner_is_alive(self._staging.root, owner):
                 self.outbox.release_claims(owner)
@@ -241,21 +224,12 @@ class DatabricksBackend(StorageBackend):
         )
         packed_row(record)  # a row the table cannot take is refused before anything is stored
         self._found.copies = None
-        with self.rows.expecting(staged.size) as submit:
-            try:
-                self.outbox.begin_upload(record, self._staging.owner)
-            except sqlite3.IntegrityError:
-                raise EvidenceExists(f"record {record.id} is being stored already") from None
-            try:
-                self._upload(staged, record)
-            except EvidenceExists:  # the file there is not ours: leave it
-                self.outbox.remove([record.id])
-                raise
-            except BaseException:
-                self._withdraw_upload(record)
-                raise
+        with self.rows.expecting(staged.size) as submit, self._write_intent(record) as steps:
+            self._upload(staged, record)
+            steps.placed = True
             # The bytes are safe: from here on the row must reach the table.
             ticket = self.rows.queue(record, submit, find_copies=not self._bulk)
+            steps.indexed = True
         if self._bulk:  # a migration's rows are not waited for (see `bulk`)
             return record
         if ticket is not None:
@@ -294,29 +268,11 @@ class DatabricksBackend(StorageBackend):
             logger.warning("cannot tell whether %s has a row: %s", evidence_id, error)
             return True
 
-    def _withdraw_upload(self, record: EvidenceRecord) -> bool:
-        """Remove the file of an upload that got no 201 (a failed or interrupted one may still
-        have left it), then its outbox entry; False if Databricks could not be asked now: the
-        delivery thread asks again until it can (and a restart would too)."""
+    def _remove(self, path: str) -> None:
         try:
-            self.volume.remove(record.volume_path)
+            self.volume.remove(path)
         except UNREACHABLE as error:
-            logger.warning("cannot remove the file of unacknowledged upload %s yet: %s",
-                           record.id, error)  # fmt: skip
-            with self._withdrawals_lock:
-                self._withdrawals[record.id] = record
-            return False
-        self.outbox.remove([record.id])
-        with self._withdrawals_lock:
-            self._withdrawals.pop(record.id, None)
-        return True
-
-    def _retry_withdrawals(self) -> None:
-        with self._withdrawals_lock:
-            waiting = list(self._withdrawals.values())
-        for record in waiting:
-            if self._withdraw_upload(record):
-                logger.info("removed the file of a failed upload: %s", record.volume_path)
+            raise StorageUnavailable(f"Databricks Files API unavailable: {error}") from error
 
     # -- metadata delivery -----------------------------------------------------------------------
 
@@ -390,7 +346,7 @@ class DatabricksBackend(StorageBackend):
             if self._stopping.is_set():
                 return
             try:
-                self._retry_withdrawals()
+                self.retry_removals()
                 self.rows.deliver_outbox()
                 self.pending.deliver()  # after the outbox, on this thread: never beside it
             except (StorageError, sqlite3.Error) as error:
@@ -524,63 +480,48 @@ class DatabricksBackend(StorageBackend):
         return f"{host or '(the SDK credential chain host)'}{self.root}"
 
     def probes(self) -> list[Probe]:
-        def volume_reachable() -> str:
-            details = self.volume.probe()
-            if not details["volume_reachable"]:
-                raise StorageUnavailable(str(details.get("volume_error")))
+        def volume_reachable(facts: Facts) -> str:
+            facts["volume"] = self.volume_name
+            facts.update(self.volume.probe())
+            if not facts["volume_reachable"]:
+                raise StorageUnavailable(str(facts.get("volume_error")))
             return self.volume_name
 
-        def warehouse_running() -> str:
-            details = self._probe_warehouse()
-            if not details["warehouse_reachable"]:
-                state = details.get("warehouse_state") or details.get("warehouse_error")
-                note = f" ({details['warehouse_detail']})" if "warehouse_detail" in details else ""
-                raise StorageUnavailable(f"warehouse {details.get('warehouse_id')}: {state}{note}")
-            return f"warehouse {details['warehouse_id']} RUNNING"
+        def warehouse_running(facts: Facts) -> str:
+            facts.update(self._probe_warehouse())
+            if not facts["warehouse_reachable"]:
+                state = facts.get("warehouse_state") or facts.get("warehouse_error")
+                note = f" ({facts['warehouse_detail']})" if "warehouse_detail" in facts else ""
+                raise StorageUnavailable(f"warehouse {facts.get('warehouse_id')}: {state}{note}")
+            return f"warehouse {facts['warehouse_id']} RUNNING"
 
-        def metadata_delivered() -> str:
-            pending, last_error = self.outbox.stats()
-            metrics.PENDING_METADATA_ROWS.set(pending)
+        def metadata_delivered(facts: Facts) -> str:
+            in_volume = self.pending.count(self.probe_client)
+            queued, last_error = self.outbox.stats()
+            facts["pending_metadata_rows"] = queued + in_volume
+            metrics.PENDING_METADATA_ROWS.set(queued + in_volume)
+            if last_error:
+                facts["last_metadata_error"] = last_error.splitlines()[0][:200]
+            if refused := self.rows.refused:
+                facts["metadata_refused"] = refused[:300]
             # Rows in a round right now are on their way, not waiting on anything.
             last_error = last_error or self.pending.last_error
             # Rows acknowledged while the warehouse did not take them wait in the Volume.
-            if stalled := self.outbox.stalled() + self.pending.waiting:
-                if refused := self.rows.refused:  # not an outage: someone has to act
+            if stalled := self.outbox.stalled() + in_volume:
+                if refused:  # not an outage: someone has to act
                     why = f"; the warehouse refuses them until fixed: {refused[:300]}"
                 elif last_error:
                     why = f"; last error: {last_error.splitlines()[0][:200]}"
                 else:
                     why = ""
                 raise StorageUnavailable(f"{stalled} metadata row(s) waiting for the table{why}")
-            return f"no metadata rows waiting ({pending} on their way)"
+            return f"no metadata rows waiting ({queued} on their way)"
 
         return [
             Probe("volume reachable", volume_reachable),
             Probe("warehouse running", warehouse_running, essential=False),
             Probe("metadata delivered", metadata_delivered, essential=False),
         ]
-
-    def check(self) -> BackendHealth:
-        """Volume and warehouse probed at once, with short timeouts; never discovers."""
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            volume = pool.submit(self.volume.probe)
-            warehouse = pool.submit(self._probe_warehouse)
-            in_volume = pool.submit(self.pending.count, self.probe_client)
-            volume_details, warehouse_details = volume.result(), warehouse.result()
-        pending, last_error = self.outbox.stats()
-        pending += in_volume.result()
-        metrics.PENDING_METADATA_ROWS.set(pending)
-        details: dict[str, object] = {
-            "volume": self.volume_name,
-            **volume_details,
-            **warehouse_details,
-            "pending_metadata_rows": pending,
-        }
-        if last_error:
-            details["last_metadata_error"] = last_error.splitlines()[0][:200]
-        if self.rows.refused:
-            details["metadata_refused"] = self.rows.refused[:300]
-        return BackendHealth(reachable=bool(volume_details["volume_reachable"]), details=details)
 
     def _probe_warehouse(self) -> dict[str, object]:
         warehouse_id = self.sql.known_warehouse_id

@@ -1,10 +1,11 @@
 """A durable local queue of `evidence_metadata` rows on their way to the Databricks table.
 
-The runbook calls the metadata insert "best effort"; kmflow does better. Before a file is
-uploaded to the Volume its row is recorded here as `uploading`; once the file is safe it becomes
-`queued`, and it leaves the queue only when the warehouse has confirmed the (idempotent) MERGE.
-So a stopped warehouse delays rows but never loses them, a restart resumes delivery, and an
-upload interrupted mid-way leaves an `uploading` row naming the file to remove at startup.
+The runbook calls the metadata insert "best effort"; kmflow does better. Once a file is safe in
+the Volume its row is queued here, and it leaves the queue only when the warehouse has
+confirmed the (idempotent) MERGE, or when it was written as a pending record in the Volume
+(`pending`). So a stopped warehouse delays rows but never loses them and a restart resumes
+delivery. (An upload interrupted before its row is queued is the contract's write intents'
+business, not the outbox's.)
 SQLite (WAL, synchronous=FULL) in STATE_PATH, shared by the workers of one machine.
 
 A row is delivered by whoever holds its claim: a lease taken in one transaction, so two
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id             TEXT    NOT NULL PRIMARY KEY,
     engagement_id  TEXT    NOT NULL,
     stored_at      TEXT    NOT NULL,
-    state          TEXT    NOT NULL CHECK (state IN ('uploading', 'queued')),
+    state          TEXT    NOT NULL CHECK (state IN ('uploading', 'queued')),  -- only 'queued' now
     owner          TEXT    NOT NULL,
     record_json    TEXT    NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0,
@@ -47,21 +48,11 @@ class MetadataOutbox:
     def __init__(self, path: Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
 
-    def begin_upload(self, record: EvidenceRecord, owner: str) -> None:
-        self.db.write(
-            lambda db: db.execute(
-                "INSERT INTO outbox (id, engagement_id, stored_at, state, owner, record_json)"
-                " VALUES (?, ?, ?, 'uploading', ?, ?)",
-                (record.id, record.engagement_id, record.stored_at, owner,
-                 record.model_dump_json()),
-            )
-        )  # fmt: skip
-
     def queue(
         self, record: EvidenceRecord, claim_seconds: float = 0, owner: str | None = None
     ) -> None:
-        """A row for a file already safe in the Volume (backfill): straight to `queued`,
-        claimed like `mark_queued` does."""
+        """A row whose file is safe in the Volume: from now on it must reach the table.
+        With `claim_seconds` the caller (`owner`) keeps the row to deliver it itself right away."""
         self.db.write(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO outbox (id, engagement_id, stored_at, state, owner,"
@@ -79,22 +70,6 @@ class MetadataOutbox:
             "SELECT DISTINCT engagement_id FROM outbox WHERE state = 'queued'"
         )
         return {row[0] for row in rows}
-
-    def mark_queued(
-        self, record: EvidenceRecord, claim_seconds: float = 0, owner: str | None = None
-    ) -> None:
-        """The file is safe in the Volume; from now on the row must reach the table.
-
-        With `claim_seconds` the caller (`owner`) keeps the row to deliver it itself right away.
-        """
-        self.db.write(
-            lambda db: db.execute(
-                "UPDATE outbox SET state = 'queued', stored_at = ?, record_json = ?,"
-                " claimed_until = ?, claimed_by = ? WHERE id = ?",
-                (record.stored_at, record.model_dump_json(), _until(claim_seconds), owner,
-                 record.id),
-            )
-        )  # fmt: skip
 
     def claim(self, limit: int, claim_seconds: float, owner: str) -> list[EvidenceRecord]:
         """Take up to `limit` queued rows nobody is delivering, oldest first."""
@@ -179,12 +154,6 @@ class MetadataOutbox:
             (engagement_id, content_hash),
         )
         return [(row[0], row[1]) for row in rows]
-
-    def uploads_in_flight(self) -> list[tuple[EvidenceRecord, str]]:
-        rows = self.db.connection().execute(
-            "SELECT record_json, owner FROM outbox WHERE state = 'uploading'"
-        )
-        return [(EvidenceRecord.model_validate_json(row[0]), row[1]) for row in rows]
 
     def stalled(self) -> int:
         """Queued rows nobody is delivering now (in flight ones are not waiting on anything)."""

@@ -123,18 +123,14 @@ class MetadataRows:
         round. None: no round takes it now (the warehouse is not answering); the delivery
         thread will."""
         if not self.answering:
-            self.outbox.mark_queued(record)
-            return None
-        self.outbox.mark_queued(record, self._claim_seconds, self._owner)
-        return self._submit(record, submit, find_copies=find_copies)
-
-    def index(self, record: EvidenceRecord) -> Ticket[MetadataJob] | None:
-        """The row of a file already in the Volume (backfill): like `queue`."""
-        if not self.answering:
             self.outbox.queue(record)
             return None
         self.outbox.queue(record, self._claim_seconds, self._owner)
-        return self._submit(record, self._rounds.submit, find_copies=False)
+        return self._submit(record, submit, find_copies=find_copies)
+
+    def index(self, record: EvidenceRecord) -> Ticket[MetadataJob] | None:
+        """The row of a file already in the Volume (backfill), in the next round."""
+        return self.queue(record, self._rounds.submit, find_copies=False)
 
     def _submit(
         self, record: EvidenceRecord, submit: Submit, *, find_copies: bool

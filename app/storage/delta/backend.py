@@ -5,10 +5,10 @@ and `evidence_metadata/` the table, whose columns are the Databricks table's, so
 between the two unchanged. A record's `volume_path` is its file's path relative to the base,
 so a base can be copied or moved (to another disk, to S3) without rewriting a row.
 
-A commit: record a write intent in this process's staging directory, make the file durable
-under its final name, then append the row to the table (shared with concurrent uploads by
-`GroupCommit`), then drop the intent. If the append certainly failed, the file is removed; if
-its outcome is unknown the file stays and the next startup asks the table, removing the file
+A commit, inside the contract's write intent (`write_intents`): make the file durable under its
+final name, then append the row to the table (shared with concurrent uploads by
+`GroupCommit`). If the append certainly failed, the file is removed; if its outcome is unknown
+(`CommitOutcomeUnknown`) the file stays and the next startup asks the table, removing the file
 only if no row points at it. The table's own upkeep is `Maintenance`'s job.
 
 Idempotency-Key claims live where the evidence does: on an object-store base, one object
@@ -19,22 +19,21 @@ What a replica keeps on its own disk (STATE_PATH) on an object-store base: nothi
 acknowledged upload needs. A `201` is sent only after the file's PUT completed and the table
 version holding its row was committed on the store (`GroupCommit.submit` returns once its
 batch is in the log); by then its staging file and its intent are gone. The staging
-directory holds uploads in flight; an intent outlives its commit only when the outcome was
-unknown (a 503, never a 201), and serves only to remove, at the next startup on the same
-STATE_PATH, a file that no row points at. A replica that loses its STATE_PATH therefore loses
-no record: at worst such a file stays in `evidence_store/` unlisted, and the keys it had
-claimed are taken over once their lease ends.
+directory holds uploads in flight; an intent (in STATE_PATH/intents) outlives its commit only
+when the outcome was unknown (a 503, never a 201), and serves only to remove, at the next
+startup on the same STATE_PATH, a file that no row points at. A replica that loses its
+STATE_PATH therefore loses no record: at worst such a file stays in `evidence_store/`
+unlisted, and the keys it had claimed are taken over once their lease ends.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import deltalake  # noqa: F401  (the registry turns a missing package into an install hint)
 from obstore.exceptions import BaseError as ObjectStoreError
@@ -44,26 +43,21 @@ from app.storage.delta.files import EvidenceFiles, LocalFiles, ObjectStoreFiles
 from app.storage.delta.location import FILES_PREFIX, TABLE_NAME, DeltaLocation
 from app.storage.delta.maintenance import Maintenance, MaintenancePolicy
 from app.storage.delta.object_store_key_claims import ObjectStoreKeyClaims
-from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
+from app.storage.delta.table import EvidenceTable
 from app.storage.errors import (
-    EvidenceExists,
-    StorageError,
     StorageMisconfigured,
     StorageUnavailable,
 )
-from app.storage.fsync import fsync_directory
 from app.storage.group_commit import GroupCommit
-from app.storage.health import BackendHealth, Probe, free_disk
+from app.storage.health import Facts, Probe, free_disk
 from app.storage.names import stored_file_name
 from app.storage.records import EvidenceRecord, RecordPage
-from app.storage.staging import StagedFile, owner_is_alive
+from app.storage.staging import StagedFile
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-INTENT_SUFFIX = ".intent"
 
 
 def open_evidence_table(settings: Settings) -> EvidenceTable:
@@ -107,7 +101,6 @@ class DeltaLakeBackend(StorageBackend):
     def startup(self) -> None:
         self.table.ensure_exists()
         self.table.warm_up()
-        self._resolve_dead_intents()
         super().startup()
 
     def close(self) -> None:
@@ -120,24 +113,17 @@ class DeltaLakeBackend(StorageBackend):
         name = stored_file_name(record.id, record.file_name)
         relative = f"{FILES_PREFIX}/{record.engagement_id}/{name}"
         record = record.model_copy(update={"volume_path": relative})
-        intent = self._write_intent(record.id, record.engagement_id, relative)
-        try:
+        with self._write_intent(record) as steps:
             with _store_errors():
                 self.files.place(staged, relative)
+            steps.placed = True
             self._group.submit(record)
-        except CommitOutcomeUnknown:
-            logger.warning("commit outcome of %s unknown; the next startup resolves it", relative)
-            raise
-        except EvidenceExists:  # the file there is not ours: leave it
-            intent.unlink(missing_ok=True)
-            raise
-        except BaseException:
-            with _store_errors():
-                self.files.remove(relative)
-            intent.unlink(missing_ok=True)
-            raise
-        intent.unlink(missing_ok=True)
+            steps.indexed = True
         return record
+
+    def _remove(self, path: str) -> None:
+        with _store_errors():
+            self.files.remove(path)
 
     def _put_back(self, staged: StagedFile, record: EvidenceRecord) -> None:
         with _store_errors():
@@ -178,37 +164,25 @@ class DeltaLakeBackend(StorageBackend):
         return self.location.base_uri
 
     def probes(self) -> list[Probe]:
-        def table_readable() -> str:
-            return f"{TABLE_NAME} at version {self.table.version(verify=True)}"
+        def table_readable(facts: Facts) -> str:
+            facts.update(base=self.location.base_uri, table=TABLE_NAME)
+            facts["table_version"] = self.table.version(verify=True)
+            return f"{TABLE_NAME} at version {facts['table_version']}"
 
         probes = [Probe("table readable", table_readable)]
         root = self.location.local_root
         if root is not None:
 
-            def store_writable() -> str:
+            def store_writable(facts: Facts) -> str:
                 if not os.access(root, os.W_OK):
                     raise StorageMisconfigured("DELTA_BASE_PATH is not writable")
                 return "base writable"
 
             probes += [
                 Probe("store writable", store_writable),
-                Probe("free disk", lambda: free_disk(root), essential=False),
+                Probe("free disk", lambda facts: free_disk(root), essential=False),
             ]
         return probes
-
-    def check(self) -> BackendHealth:
-        details: dict[str, Any] = {"base": self.location.base_uri, "table": TABLE_NAME}
-        try:
-            details["table_version"] = self.table.version(verify=True)
-        except StorageError as error:
-            details["error"] = type(error.__cause__ or error).__name__
-            return BackendHealth(reachable=False, details=details)
-        if self.location.local_root is not None and not os.access(
-            self.location.local_root, os.W_OK
-        ):
-            details["error"] = "DELTA_BASE_PATH is not writable"
-            return BackendHealth(reachable=False, details=details)
-        return BackendHealth(reachable=True, details=details)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -216,39 +190,6 @@ class DeltaLakeBackend(StorageBackend):
         """`GroupCommit`'s flush: one table version for a batch of uploads."""
         before, after = self.table.append(records)
         self.maintenance.after_commit(before, after)
-
-    def _write_intent(self, evidence_id: str, engagement_id: str, relative: str) -> Path:
-        intent = self._staging.directory / f"{evidence_id}{INTENT_SUFFIX}"
-        body = json.dumps({"engagement_id": engagement_id, "id": evidence_id, "path": relative})
-        fd = os.open(intent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, body.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_directory(intent.parent)
-        return intent
-
-    def _resolve_dead_intents(self) -> None:
-        """Files of interrupted commits by dead processes: kept if a row points at them."""
-        root = self._staging.root
-        for directory in root.iterdir():
-            owner = directory.name
-            if not directory.is_dir() or owner == self._staging.owner:
-                continue
-            if owner_is_alive(root, owner):
-                continue
-            for intent in directory.glob(f"*{INTENT_SUFFIX}"):
-                try:
-                    entry = json.loads(intent.read_text(encoding="utf-8"))
-                except json.JSONDecodeError:  # died while writing it: no file was placed yet
-                    intent.unlink()
-                    continue
-                if self.table.get(entry["engagement_id"], entry["id"]) is None:
-                    with _store_errors():
-                        self.files.remove(entry["path"])
-                    logger.info("removed the file of an uncommitted write: %s", entry["path"])
-                intent.unlink()
 
 
 def _files_for(location: DeltaLocation) -> EvidenceFiles:

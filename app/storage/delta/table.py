@@ -47,7 +47,12 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import Transaction
 
 from app.storage.delta.location import LOG_DIR, TABLE_NAME, DeltaLocation
-from app.storage.errors import InvalidCursor, InvalidInput, StorageUnavailable
+from app.storage.errors import (
+    CommitOutcomeUnknown,
+    InvalidCursor,
+    InvalidInput,
+    StorageUnavailable,
+)
 from app.storage.fsync import fsync_directory, fsync_file
 from app.storage.pagination import decode_cursor, encode_cursor
 from app.storage.records import RECORD_COLUMNS, EvidenceRecord, RecordPage, is_stored_at
@@ -74,10 +79,6 @@ DELTA_RS_COMMIT_RETRIES = 50
 
 # Checkpoints and log cleanup run on kmflow's maintenance policy, never inside an upload.
 NO_COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
-
-
-class CommitOutcomeUnknown(StorageUnavailable):
-    """The store failed in a way that leaves unknown whether the rows were committed."""
 
 
 def table_properties(log_retention_days: int) -> dict[str, str | None]:

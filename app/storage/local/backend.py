@@ -5,8 +5,8 @@ Layout: `<LOCAL_STORAGE_PATH>/<engagement_id>/<id>_<slug>` holds exactly the evi
 link; the index and in-flight uploads live under `STATE_PATH`, which must be on the same
 filesystem so a commit is a rename. The index knows its store (`store_identity`).
 
-A commit: fsync the staged file, record a write intent, rename into place, fsync the
-directory, then insert the record and drop the intent in one transaction.
+A commit: fsync the staged file, record a write intent (the contract's crash protocol), link
+into place, fsync the directory, then insert the record.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, BinaryIO
 from app.storage.base import StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
-from app.storage.health import BackendHealth, Probe, free_disk
+from app.storage.health import Facts, Probe, free_disk
 from app.storage.local import store_identity
 from app.storage.local.index import SqliteIndex
 from app.storage.names import stored_file_name
 from app.storage.records import EvidenceRecord, RecordPage
-from app.storage.staging import StagedFile, owner_is_alive
+from app.storage.staging import StagedFile
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -75,13 +75,6 @@ class LocalBackend(StorageBackend):
                 f"{bound.store_path}, not to {self.store}"
             )
         super().startup()
-        for evidence_id, path, owner in self.index.intents():
-            if owner_is_alive(self._staging.root, owner):
-                continue
-            if not self.index.has_record(evidence_id):  # else the file is committed evidence
-                (self.store / path).unlink(missing_ok=True)
-                logger.info("removed unindexed file of an interrupted write: %s", path)
-            self.index.drop_intent(evidence_id)
 
     def close(self) -> None:
         self.index.close()
@@ -95,25 +88,19 @@ class LocalBackend(StorageBackend):
         if not directory.is_dir():
             directory.mkdir(exist_ok=True)
             fsync_directory(self.store)
-        try:
-            self.index.add_intent(record.id, relative, self._staging.owner)
-        except sqlite3.IntegrityError:
-            raise EvidenceExists(f"record {record.id} is being stored already") from None
-        try:
+        with self._write_intent(record) as steps:
             link_into_place(staged.path, target)  # never over an existing file
-        except BaseException:
-            self.index.drop_intent(record.id)
-            raise
-        try:
+            steps.placed = True
             self._directory_sync.sync(directory)
-            self.index.insert_completing_intent(record)
-        except BaseException as error:
-            target.unlink(missing_ok=True)  # ours: link_into_place just created it
-            self.index.drop_intent(record.id)
-            if isinstance(error, sqlite3.IntegrityError):
+            try:
+                self.index.insert(record)
+            except sqlite3.IntegrityError:
                 raise EvidenceExists(f"record {record.id} is already stored") from None
-            raise
+            steps.indexed = True
         return record
+
+    def _remove(self, path: str) -> None:
+        self._file_at(path).unlink(missing_ok=True)
 
     def _engagements(self) -> list[str]:
         return self.index.engagements()
@@ -147,9 +134,12 @@ class LocalBackend(StorageBackend):
             return None
 
     def _file_of(self, record: EvidenceRecord) -> Path:
-        path = (self.store / record.volume_path).resolve()
+        return self._file_at(record.volume_path)
+
+    def _file_at(self, volume_path: str) -> Path:
+        path = (self.store / volume_path).resolve()
         if not path.is_relative_to(self.store):
-            raise StorageMisconfigured(f"record {record.id} points outside the store")
+            raise StorageMisconfigured(f"{volume_path!r} points outside the store")
         return path
 
     @property
@@ -157,11 +147,11 @@ class LocalBackend(StorageBackend):
         return str(self.store)
 
     def probes(self) -> list[Probe]:
-        def index_readable() -> str:
+        def index_readable(facts: Facts) -> str:
             self.index.ping()
             return "SQLite index answers"
 
-        def store_writable() -> str:
+        def store_writable(facts: Facts) -> str:
             for directory in (self.store, self._staging.root):
                 if not os.access(directory, os.W_OK):
                     raise StorageMisconfigured(f"{directory} is not writable")
@@ -170,17 +160,5 @@ class LocalBackend(StorageBackend):
         return [
             Probe("index readable", index_readable),
             Probe("store writable", store_writable),
-            Probe("free disk", lambda: free_disk(self.store), essential=False),
+            Probe("free disk", lambda facts: free_disk(self.store), essential=False),
         ]
-
-    def check(self) -> BackendHealth:
-        details: dict[str, object] = {}
-        try:
-            self.index.ping()
-            writable = os.access(self.store, os.W_OK) and os.access(self._staging.root, os.W_OK)
-        except (OSError, sqlite3.Error) as error:
-            details["error"] = type(error).__name__
-            return BackendHealth(reachable=False, details=details)
-        if not writable:
-            details["error"] = "store or state directory is not writable"
-        return BackendHealth(reachable=writable, details=details)

@@ -1,10 +1,7 @@
 """The local backend's embedded metadata index: SQLite in WAL mode, one connection per thread.
 
-Besides `evidence_metadata` (the runbook's columns) it keeps `write_intents`: a row is added
-before a committed file is moved into the store and removed, in the same transaction that adds
-the record, after. A crash in between leaves an intent naming a file that no record points at;
-startup removes that file, so the store never holds unindexed evidence. And `store_identity`:
-which store the index belongs to (`app.storage.local.store_identity`).
+Besides `evidence_metadata` (the runbook's columns) it keeps `store_identity`: which store the
+index belongs to (`app.storage.local.store_identity`).
 """
 
 from __future__ import annotations
@@ -33,11 +30,6 @@ CREATE INDEX IF NOT EXISTS evidence_by_engagement
     ON evidence_metadata (engagement_id, stored_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS evidence_by_content
     ON evidence_metadata (engagement_id, content_hash, stored_at DESC, id DESC);
-CREATE TABLE IF NOT EXISTS write_intents (
-    id     TEXT NOT NULL PRIMARY KEY,
-    path   TEXT NOT NULL,
-    owner  TEXT NOT NULL
-);
 """
     + BINDING_SCHEMA
 )
@@ -49,24 +41,7 @@ class SqliteIndex:
     def __init__(self, path: Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
 
-    def add_intent(self, evidence_id: str, path: str, owner: str) -> None:
-        self.db.write(
-            lambda db: db.execute(
-                "INSERT INTO write_intents (id, path, owner) VALUES (?, ?, ?)",
-                (evidence_id, path, owner),
-            )
-        )
-
-    def drop_intent(self, evidence_id: str) -> None:
-        self.db.write(
-            lambda db: db.execute("DELETE FROM write_intents WHERE id = ?", (evidence_id,))
-        )
-
-    def intents(self) -> list[tuple[str, str, str]]:
-        rows = self.db.connection().execute("SELECT id, path, owner FROM write_intents")
-        return [(row["id"], row["path"], row["owner"]) for row in rows]
-
-    def insert_completing_intent(self, record: EvidenceRecord) -> None:
+    def insert(self, record: EvidenceRecord) -> None:
         def insert(db: sqlite3.Connection) -> None:
             db.execute(
                 f"INSERT INTO evidence_metadata ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
@@ -81,7 +56,6 @@ class SqliteIndex:
                     record.metadata_json,
                 ),
             )
-            db.execute("DELETE FROM write_intents WHERE id = ?", (record.id,))
 
         self.db.write(insert)
 

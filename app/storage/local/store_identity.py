@@ -33,6 +33,7 @@ from pathlib import Path
 from app.storage.errors import StorageMisconfigured
 from app.storage.fsync import fsync_directory
 from app.storage.names import parse_stored_file_name
+from app.storage.write_intents import intended_paths
 
 MARKER_NAME = ".kmflow-store"
 _MARKER_PREFIX = "kmflow-store:"
@@ -111,10 +112,10 @@ def read_index(index_dir: Path, *, with_contents: bool) -> IndexContents:
             for query in (
                 "SELECT volume_path FROM evidence_metadata ORDER BY rowid LIMIT ?",
                 "SELECT volume_path FROM evidence_metadata ORDER BY rowid DESC LIMIT ?",
-                "SELECT path FROM write_intents LIMIT ?",
             )
             for row in db.execute(query, (half,))
         ]
+    known += intended_paths(index_dir, half)
     return IndexContents(binding, int(count), known)
 
 
