@@ -16,10 +16,9 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
@@ -27,14 +26,11 @@ from app.observability.metrics import observed
 from app.sizes import CHUNK_BYTES
 from app.storage.digest import Readable
 from app.storage.errors import (
-    CommitOutcomeUnknown,
     DigestMismatch,
-    EvidenceExists,
     EvidenceNotFound,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidInput,
-    StorageError,
     StorageUnavailable,
 )
 from app.storage.health import BackendHealth, Probe
@@ -58,7 +54,7 @@ from app.storage.records import (
     utc_timestamp,
 )
 from app.storage.staging import StagedFile, StagingArea
-from app.storage.write_intents import INTENTS_DIRECTORY, WriteIntents
+from app.storage.write_intents import INTENTS_DIRECTORY, CommitSteps, WriteIntents
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -96,8 +92,6 @@ class StorageBackend(ABC):
         self._intents = WriteIntents(
             staging_root.parent / INTENTS_DIRECTORY, staging_root, self._staging.owner
         )
-        # Files of unacknowledged writes not removed yet, by id (see `retry_removals`).
-        self._unremoved: dict[str, str] = {}
         self.idempotency_keys: KeyClaims = key_claims or IdempotencyKeys(
             staging_root.parent / "idempotency.sqlite3", staging_root
         )
@@ -374,57 +368,19 @@ class StorageBackend(ABC):
 
     # -- the crash protocol (`write_intents`): every backend's `_commit` runs inside it -------
 
-    @contextmanager
-    def _write_intent(self, record: EvidenceRecord) -> Iterator[CommitSteps]:
+    def _write_intent(self, record: EvidenceRecord) -> AbstractContextManager[CommitSteps]:
         """Wrap placing `record`'s file at its `volume_path` and indexing it; the backend
-        says when each is done. If the block fails, the file goes unless the record was
-        indexed, the file there was not ours (`EvidenceExists` before `placed`), or the
-        outcome is unknown (`CommitOutcomeUnknown`: the next startup decides)."""
-        self._intents.add(record)
-        steps = CommitSteps()
-        try:
-            yield steps
-        except BaseException as error:
-            if steps.indexed:
-                self._intents.drop(record.id)
-            elif isinstance(error, CommitOutcomeUnknown):
-                logger.warning("outcome of %s unknown; the next startup settles it", record.id)
-            elif isinstance(error, EvidenceExists) and not steps.placed:
-                self._intents.drop(record.id)  # the file there is not this write's
-            else:
-                self._remove_unacknowledged(record.id, record.volume_path)
-            raise
-        self._intents.drop(record.id)
-
-    def _remove_unacknowledged(self, evidence_id: str, path: str) -> None:
-        """The file of a write that got no acknowledgement goes; if the store cannot be asked
-        now, the intent stays for `retry_removals` and the next startup."""
-        try:
-            self._remove(path)
-        except Exception as error:  # noqa: BLE001  (the write's own error is the one raised)
-            logger.warning("cannot remove %s of an unacknowledged write yet: %s", path, error)
-            self._unremoved[evidence_id] = path
-            return
-        self._unremoved.pop(evidence_id, None)
-        self._intents.drop(evidence_id)
+        marks each step done on the `CommitSteps` it gets (see `WriteIntents.covering`)."""
+        return self._intents.covering(record, self._remove)
 
     def retry_removals(self) -> None:
-        """Try again to remove the files of this process's unacknowledged writes."""
-        for evidence_id, path in list(self._unremoved.items()):
-            self._remove_unacknowledged(evidence_id, path)
+        """Try again to remove the files of this process's unacknowledged writes (a backend
+        whose store can be briefly unreachable calls it from time to time)."""
+        self._intents.retry_removals(self._remove)
 
     def settle_interrupted_writes(self) -> None:
-        """Intents of dead processes: the file stays if its record is findable, else it goes.
-        An intent the store cannot settle now stays for the next try."""
-        for intent in self._intents.left_by_dead():
-            try:
-                if self._get(intent.engagement_id, intent.evidence_id) is None:
-                    self._remove(intent.path)
-                    logger.info("removed the file of an interrupted write: %s", intent.path)
-            except (StorageError, OSError) as error:
-                logger.warning("interrupted write %s left for later: %s", intent.evidence_id, error)
-                continue
-            self._intents.forget(intent)
+        """Intents of dead processes: the file stays if its record is findable, else it goes."""
+        self._intents.settle(self._get, self._remove)
 
     def close(self) -> None:
         self.idempotency_keys.close()
@@ -484,14 +440,6 @@ class StorageBackend(ABC):
         probes = list(self.probes())
         with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:
             return BackendHealth(checks=list(pool.map(Probe.check, probes)))
-
-
-@dataclass
-class CommitSteps:
-    """What a commit inside `_write_intent` has done so far; the backend sets each."""
-
-    placed: bool = False  # the file at the record's path is this write's
-    indexed: bool = False  # the record is durable and findable
 
 
 def _skip(stream: BinaryIO, count: int) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.storage.errors import EvidenceExists
+from app.storage.errors import CommitOutcomeUnknown, EvidenceExists, StorageError
 from app.storage.fsync import SharedDirectorySync, fsync_directory
 from app.storage.records import EvidenceRecord
 from app.storage.staging import owner_is_alive
@@ -52,6 +54,18 @@ class Intent:
     path: str  # the record's volume_path: where its file is placed
 
 
+@dataclass
+class CommitSteps:
+    """What a commit inside `WriteIntents.covering` has done so far; the backend sets each."""
+
+    placed: bool = False  # the file at the record's path is this write's
+    indexed: bool = False  # the record is durable and findable
+
+
+Remove = Callable[[str], None]  # removes the file at a volume_path; StorageError if it cannot now
+Find = Callable[[str, str], EvidenceRecord | None]  # (engagement_id, evidence_id) -> record
+
+
 class WriteIntents:
     """The intents of this machine's processes; `owner` is this process."""
 
@@ -63,6 +77,59 @@ class WriteIntents:
             directory.mkdir(parents=True, exist_ok=True)
             fsync_directory(directory.parent)
         self._directory_sync = SharedDirectorySync()
+        # Files of this process's unacknowledged writes not removed yet: path by id.
+        self._unremoved: dict[str, str] = {}
+
+    @contextmanager
+    def covering(self, record: EvidenceRecord, remove: Remove) -> Iterator[CommitSteps]:
+        """The protocol around placing `record`'s file and indexing it. If the block fails,
+        the file goes, unless the record was indexed, the file there was not this write's
+        (`EvidenceExists` before `placed`), or the outcome is unknown (`CommitOutcomeUnknown`:
+        the intent stays for the next startup to settle)."""
+        self.add(record)
+        steps = CommitSteps()
+        try:
+            yield steps
+        except BaseException as error:
+            if steps.indexed:
+                self.drop(record.id)
+            elif isinstance(error, CommitOutcomeUnknown):
+                logger.warning("outcome of %s unknown; the next startup settles it", record.id)
+            elif isinstance(error, EvidenceExists) and not steps.placed:
+                self.drop(record.id)  # the file there is not this write's
+            else:
+                self._remove_unacknowledged(record.id, record.volume_path, remove)
+            raise
+        self.drop(record.id)
+
+    def retry_removals(self, remove: Remove) -> None:
+        for evidence_id, path in list(self._unremoved.items()):
+            self._remove_unacknowledged(evidence_id, path, remove)
+
+    def settle(self, find: Find, remove: Remove) -> None:
+        """Intents of dead processes: the file stays if `find` finds its record, else it goes.
+        An intent the store cannot settle now stays for the next try."""
+        for intent in self.left_by_dead():
+            try:
+                if find(intent.engagement_id, intent.evidence_id) is None:
+                    remove(intent.path)
+                    logger.info("removed the file of an interrupted write: %s", intent.path)
+            except (StorageError, OSError) as error:
+                logger.warning("interrupted write %s left for later: %s", intent.evidence_id, error)
+                continue
+            self.forget(intent)
+
+    def _remove_unacknowledged(self, evidence_id: str, path: str, remove: Remove) -> None:
+        """If the store cannot be asked now, the intent stays for `retry_removals` and the
+        next startup."""
+        try:
+            remove(path)
+        except Exception as error:  # noqa: BLE001  (the write's own error is the one raised)
+            logger.warning("cannot remove %s of an unacknowledged write yet: %s", path, error)
+            self._unremoved[evidence_id] = path
+            return
+        self._unremoved.pop(evidence_id, None)
+        self.drop(evidence_id)
 
     def add(self, record: EvidenceRecord) -> None:
         """Durable on return. `EvidenceExists` if this process is storing the id already."""
