@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from app.client.api import ApiClient, printable, segment
-from app.client.errors import ClientError, DigestMismatch, LocalProblem, Transient, Unavailable
-from app.client.progress import ProgressBar, progress_bar
+from app.client.errors import ClientError, CorruptTransfer, LocalProblem, Transient, Unavailable
+from app.progress import ProgressBar, progress_bar
 from app.sizes import CHUNK_BYTES
 
 CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
@@ -70,7 +70,7 @@ def download(
         bar.close()
     if (digest, received) != (expected, size):
         part.unlink(missing_ok=True)
-        raise DigestMismatch(
+        raise CorruptTransfer(
             f"{what}: received {received} bytes with sha256 {digest}, but the record says "
             f"{size} bytes with sha256 {printable(expected)}; nothing was kept"
         )

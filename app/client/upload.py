@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO, cast
 
 from app.client.api import ApiClient, printable
-from app.client.errors import ClientError, DigestMismatch, ExitCode, LocalProblem
-from app.client.progress import ProgressBar, progress_bar
+from app.client.errors import ClientError, CorruptTransfer, ExitCode, LocalProblem
+from app.progress import ProgressBar, progress_bar
 from app.sizes import CHUNK_BYTES
 
 
@@ -102,7 +102,7 @@ def _upload_file(
         bar.close()
     record: dict[str, Any] = response.json()
     if record.get("content_hash") != sha256 or record.get("size_bytes") != size:
-        raise DigestMismatch(
+        raise CorruptTransfer(
             f"upload {path}: the server stored sha256 {printable(str(record.get('content_hash')))} "
             f"({record.get('size_bytes')} bytes) but the file has {sha256} ({size} bytes)"
         )

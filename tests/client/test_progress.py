@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from app.client.progress import MIB, progress_bar
+from app.progress import progress_bar
+from app.sizes import MIB
 
 
 class Terminal(io.StringIO):
