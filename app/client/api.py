@@ -18,7 +18,7 @@ from app import __version__
 from app.api import API_PREFIX
 from app.client.errors import (
     AuthRefused,
-    DigestMismatch,
+    CorruptTransfer,
     LocalProblem,
     ServerRefused,
     Transient,
@@ -116,7 +116,7 @@ class ApiClient:
                 "KMFLOW_API_KEY"
             )
         if code == "digest_mismatch":
-            raise DigestMismatch(f"{what}: server answered {said}")
+            raise CorruptTransfer(f"{what}: server answered {said}")
         raise ServerRefused(f"{what}: server answered {said}")
 
     def transport_reason(self, error: httpx.TransportError) -> str:

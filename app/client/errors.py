@@ -47,7 +47,10 @@ class LocalProblem(ClientError):
     exit_code = ExitCode.USAGE
 
 
-class DigestMismatch(ClientError):
+class CorruptTransfer(ClientError):
+    """Bytes that do not hash to their SHA-256 on the way (the server's `DigestMismatch`, or
+    a download that differs from its record): nothing was kept."""
+
     exit_code = ExitCode.DIGEST_MISMATCH
 
 
