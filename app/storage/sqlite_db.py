@@ -7,8 +7,9 @@ on the busy timeout instead of failing on a lock upgrade. Writes go through `wri
 lets concurrent writers of one process share a transaction (`GroupCommit`): one fsync for many
 uploads. Writers of every process then take turns on an `flock` (`<db>.write-lock`) before
 `BEGIN IMMEDIATE`: the kernel wakes the next one the moment the lock is free, where SQLite's
-busy handler sleeps in steps of up to 100 ms (measured: p99 of small uploads with two workers
-went to 840 ms). SQLite's own locking still guards anything that bypasses this (other tools).
+busy handler sleeps in steps of up to 100 ms, which put those sleeps into the tail latency of
+small uploads with two workers. SQLite's own locking still guards anything that bypasses this
+(other tools).
 """
 
 from __future__ import annotations

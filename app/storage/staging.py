@@ -4,8 +4,8 @@ Each process (every uvicorn worker, every script) owns one directory under the s
 and holds an exclusive `flock` on `<owner>.lock` for as long as it lives. The kernel drops the
 lock when the process dies, however it dies, so a sweeper can tell a crashed owner's leftovers
 from a live neighbour's in-flight uploads without clocks or pid files: it removes only what
-belongs to owners whose lock it can take. Other state kept per owner (the local backend's
-write intents) uses the same test, `owner_is_alive`.
+belongs to owners whose lock it can take. Other state kept per owner (write intents,
+Idempotency-Key claims) uses the same test, `owner_is_alive`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ DIRECT_IO: int = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere plain buffered w
 class StagedFile:
     """A write-once local file that computes its SHA-256 and size while it is written.
 
-    Whole blocks go to disk with `O_DIRECT` where the filesystem allows it: on the machines we
-    measured, page-cache writes of a large upload ran at ~330 MB/s while direct writes of the
-    same bytes ran at ~1,800 MB/s, and the final fsync then has nothing left to flush. Direct
-    I/O needs aligned memory, sizes and offsets, so bytes are gathered in one page-aligned
+    Whole blocks go to disk with `O_DIRECT` where the filesystem allows it: a large upload
+    then does not pass through the page cache (whose writeback, not the disk, limited
+    throughput), and the final fsync has nothing left to flush; `python -m benchmarks`
+    measures large uploads against `dd conv=fsync`. Direct I/O needs aligned memory, sizes
+    and offsets, so bytes are gathered in one page-aligned
     block; the last partial block is written through the page cache at `seal()`.
 
     `write`, `seal` and `discard` may run on different worker threads (the upload path writes
