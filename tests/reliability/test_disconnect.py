@@ -30,7 +30,7 @@ def staged_bytes(env: dict[str, str]) -> int | None:
     parts = [p for p in staging_leftovers(env) if p.endswith(".part")]
     if not parts:
         return None
-    return (Path(env["STATE_PATH"]) / "staging" / parts[0]).stat().st_size
+    return (Path(env["STATE_PATH"]) / parts[0]).stat().st_size
 
 
 def wait_until(condition: object, what: str, timeout: float = 30) -> None:
