@@ -383,6 +383,7 @@ class StorageBackend(ABC):
         self._intents.settle(self._get, self._remove)
 
     def close(self) -> None:
+        self._intents.close()
         self.idempotency_keys.close()
         self._staging.close()
 

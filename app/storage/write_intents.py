@@ -6,11 +6,16 @@ placed, an intent naming it is made durable; once the record is indexed (or the 
 the intent goes. At startup, each intent left by a dead process is settled: if the record is
 findable, the file is evidence and stays; if not, the file is removed.
 
-Intents are small JSON files in `STATE_PATH/intents`, named by owner (the staging area's
-process id, whose liveness `owner_is_alive` tells) and evidence id. They are not in a staging
-directory because a staging directory goes when its process ends, and an intent whose outcome
-is unknown must outlive it. They hold nothing an acknowledged upload needs: a replica that
-loses STATE_PATH loses at most the chance to remove a file nobody lists.
+Each process appends its intents to one journal, `STATE_PATH/intents/<owner>.journal` (the
+owner is the staging area's process id, whose liveness `owner_is_alive` tells): a line `+` when
+an intent is made, `-` when it goes. The intents of concurrent commits share one write and one
+`fdatasync` (`GroupCommit`), so an intent costs an upload a share of one flush, not a file and
+two flushes of its own; a `-` needs no flush (a lost one only makes startup find the record
+indexed). Once no intent is open the journal is emptied, and a process that ends with none
+open removes it. Journals are not in a staging directory because a staging directory goes
+when its process ends, and an intent whose outcome is unknown must outlive it. They hold
+nothing an acknowledged upload needs: a replica that loses STATE_PATH loses at most the
+chance to remove a file nobody lists.
 """
 
 from __future__ import annotations
@@ -18,32 +23,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.storage.errors import CommitOutcomeUnknown, EvidenceExists, StorageError
-from app.storage.fsync import SharedDirectorySync, fsync_directory
+from app.storage.fsync import fsync_directory
+from app.storage.group_commit import GroupCommit
 from app.storage.records import EvidenceRecord
 from app.storage.staging import owner_is_alive
 
 logger = logging.getLogger(__name__)
 
-INTENT_SUFFIX = ".intent"
 INTENTS_DIRECTORY = "intents"  # under STATE_PATH
-
-
-def intended_paths(state_path: Path, limit: int) -> list[str]:
-    """Paths of files that interrupted commits placed or were placing (read-only): a store
-    that holds them belongs with this STATE_PATH even before any record was indexed."""
-    found: list[str] = []
-    for intent in sorted((state_path / INTENTS_DIRECTORY).glob(f"*{INTENT_SUFFIX}"))[:limit]:
-        try:
-            found.append(json.loads(intent.read_text(encoding="utf-8"))["path"])
-        except (json.JSONDecodeError, KeyError, OSError):
-            continue
-    return found
+JOURNAL_SUFFIX = ".journal"
+EMPTY_AT_BYTES = 64 * 1024  # with no intent open, a journal this long is emptied
 
 
 @dataclass(frozen=True)
@@ -66,8 +62,18 @@ Remove = Callable[[str], None]  # removes the file at a volume_path; StorageErro
 Find = Callable[[str, str], EvidenceRecord | None]  # (engagement_id, evidence_id) -> record
 
 
+def open_intents(state_path: Path) -> list[Intent]:
+    """Every intent still open in the journals under `state_path`, of any process (read-only):
+    for the store's identity check, operators and tests."""
+    return [
+        intent
+        for journal in sorted((state_path / INTENTS_DIRECTORY).glob(f"*{JOURNAL_SUFFIX}"))
+        for intent in _replay(journal)
+    ]
+
+
 class WriteIntents:
-    """The intents of this machine's processes; `owner` is this process."""
+    """This process's journal, and the settling of dead processes' ones."""
 
     def __init__(self, directory: Path, staging_root: Path, owner: str) -> None:
         self.directory = directory
@@ -76,7 +82,11 @@ class WriteIntents:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
             fsync_directory(directory.parent)
-        self._directory_sync = SharedDirectorySync()
+        self._journal = directory / f"{owner}{JOURNAL_SUFFIX}"
+        self._fd: int | None = None  # opened by the first intent
+        self._lock = threading.Lock()
+        self._open: set[str] = set()
+        self._group = GroupCommit(self._append_durably)
         # Files of this process's unacknowledged writes not removed yet: path by id.
         self._unremoved: dict[str, str] = {}
 
@@ -102,6 +112,31 @@ class WriteIntents:
             raise
         self.drop(record.id)
 
+    def add(self, record: EvidenceRecord) -> None:
+        """Durable on return. `EvidenceExists` if this process is storing the id already."""
+        with self._lock:
+            if record.id in self._open:
+                raise EvidenceExists(f"record {record.id} is being stored already")
+            self._open.add(record.id)
+        line = {"op": "+", "id": record.id, "engagement_id": record.engagement_id}
+        try:
+            self._group.submit(_encode(line | {"path": record.volume_path}))
+        except BaseException:
+            with self._lock:
+                self._open.discard(record.id)
+            raise
+
+    def drop(self, evidence_id: str) -> None:
+        with self._lock:
+            if evidence_id not in self._open:
+                return
+            self._open.discard(evidence_id)
+            fd = self._opened()
+            if not self._open and os.fstat(fd).st_size >= EMPTY_AT_BYTES:
+                os.ftruncate(fd, 0)  # nothing open: no line is needed any more
+            else:
+                os.write(fd, _encode({"op": "-", "id": evidence_id}))
+
     def retry_removals(self, remove: Remove) -> None:
         for evidence_id, path in list(self._unremoved.items()):
             self._remove_unacknowledged(evidence_id, path, remove)
@@ -109,15 +144,55 @@ class WriteIntents:
     def settle(self, find: Find, remove: Remove) -> None:
         """Intents of dead processes: the file stays if `find` finds its record, else it goes.
         An intent the store cannot settle now stays for the next try."""
-        for intent in self.left_by_dead():
-            try:
-                if find(intent.engagement_id, intent.evidence_id) is None:
-                    remove(intent.path)
-                    logger.info("removed the file of an interrupted write: %s", intent.path)
-            except (StorageError, OSError) as error:
-                logger.warning("interrupted write %s left for later: %s", intent.evidence_id, error)
+        for journal in self.directory.glob(f"*{JOURNAL_SUFFIX}"):
+            owner = journal.name.removesuffix(JOURNAL_SUFFIX)
+            if owner == self._owner or owner_is_alive(self._staging_root, owner):
                 continue
-            self.forget(intent)
+            settled, left = [], 0
+            for intent in _replay(journal):
+                try:
+                    if find(intent.engagement_id, intent.evidence_id) is None:
+                        remove(intent.path)
+                        logger.info("removed the file of an interrupted write: %s", intent.path)
+                except (StorageError, OSError) as error:
+                    logger.warning("interrupted write %s left for later: %s", intent.evidence_id,
+                                   error)  # fmt: skip
+                    left += 1
+                    continue
+                settled.append(intent.evidence_id)
+            if left:
+                with journal.open("ab") as stream:
+                    stream.write(b"\n")  # after a last line the crash may have cut short
+                    stream.writelines(_encode({"op": "-", "id": i}) for i in settled)
+            else:
+                journal.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """A journal with no intent open goes; one with open intents stays for the next
+        startup to settle."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if not self._open:
+                self._journal.unlink(missing_ok=True)
+
+    def _append_durably(self, lines: Sequence[bytes]) -> None:
+        """`GroupCommit`'s flush: the lines of every intent made meanwhile, one flush."""
+        with self._lock:
+            fd = self._opened()
+            os.write(fd, b"".join(lines))
+        os.fdatasync(fd)
+
+    def _opened(self) -> int:
+        """(under the lock) The journal's descriptor; creating the journal syncs the
+        directory, so its lines cannot outlive its name."""
+        if self._fd is None:
+            existed = self._journal.exists()
+            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if not existed:
+                fsync_directory(self.directory)
+        return self._fd
 
     def _remove_unacknowledged(self, evidence_id: str, path: str, remove: Remove) -> None:
         """If the store cannot be asked now, the intent stays for `retry_removals` and the
@@ -131,41 +206,26 @@ class WriteIntents:
         self._unremoved.pop(evidence_id, None)
         self.drop(evidence_id)
 
-    def add(self, record: EvidenceRecord) -> None:
-        """Durable on return. `EvidenceExists` if this process is storing the id already."""
-        body = {"engagement_id": record.engagement_id, "id": record.id, "path": record.volume_path}
+
+def _encode(line: dict[str, str]) -> bytes:
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def _replay(journal: Path) -> list[Intent]:
+    """The intents a journal leaves open; a line cut short by a crash is skipped."""
+    owner = journal.name.removesuffix(JOURNAL_SUFFIX)
+    opened: dict[str, Intent] = {}
+    try:
+        text = journal.read_bytes()
+    except FileNotFoundError:
+        return []
+    for raw in text.splitlines():
         try:
-            fd = os.open(self._file(self._owner, record.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
-            raise EvidenceExists(f"record {record.id} is being stored already") from None
-        try:
-            os.write(fd, json.dumps(body).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._directory_sync.sync(self.directory)
-
-    def drop(self, evidence_id: str) -> None:
-        """Not synced: a drop lost in a crash only makes startup find the record indexed."""
-        self._file(self._owner, evidence_id).unlink(missing_ok=True)
-
-    def forget(self, intent: Intent) -> None:
-        self._file(intent.owner, intent.evidence_id).unlink(missing_ok=True)
-
-    def left_by_dead(self) -> list[Intent]:
-        """Intents of processes that died before settling them."""
-        found: list[Intent] = []
-        for path in self.directory.glob(f"*{INTENT_SUFFIX}"):
-            owner, _, evidence_id = path.name.removesuffix(INTENT_SUFFIX).rpartition(".")
-            if owner == self._owner or owner_is_alive(self._staging_root, owner):
-                continue
-            try:
-                body = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, FileNotFoundError):  # died while writing: nothing placed
-                path.unlink(missing_ok=True)
-                continue
-            found.append(Intent(owner, body["engagement_id"], evidence_id, body["path"]))
-        return found
-
-    def _file(self, owner: str, evidence_id: str) -> Path:
-        return self.directory / f"{owner}.{evidence_id}{INTENT_SUFFIX}"
+            line = json.loads(raw)
+            if line["op"] == "+":
+                opened[line["id"]] = Intent(owner, line["engagement_id"], line["id"], line["path"])
+            else:
+                opened.pop(line["id"], None)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return list(opened.values())

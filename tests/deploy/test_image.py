@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.storage.write_intents import open_intents
 from tests.conftest import API_KEY, AUTH
 from tests.deploy.dockerfile import parse
 from tests.deploy.image import Container, build
@@ -158,6 +159,6 @@ def test_sigterm_during_uploads_leaves_no_partial_file_or_orphan_row(
     with sqlite3.connect(Path(image.env["STATE_PATH"]) / "index.sqlite3") as index:
         rows = dict(index.execute("SELECT volume_path, content_hash FROM evidence_metadata"))
     assert files == set(rows) == {finishing.record["volume_path"]}
-    assert list((Path(image.env["STATE_PATH"]) / "intents").glob("*.intent")) == []
+    assert open_intents(Path(image.env["STATE_PATH"])) == []
     stored = hashlib.sha256((store / finishing.record["volume_path"]).read_bytes()).hexdigest()
     assert stored == rows[finishing.record["volume_path"]] == finishing.digest.hexdigest()

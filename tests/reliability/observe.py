@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from app.storage.write_intents import open_intents
 from tests.datalake.inspect import volume_files
 from tests.datalake.workspace import DatabricksWorkspace
 
@@ -44,15 +45,17 @@ def stored_paths(env: dict[str, str], workspace: DatabricksWorkspace | None = No
 
 def staging_leftovers(env: dict[str, str]) -> list[str]:
     """Files under STATE_PATH/staging other than the live processes' lock files (partial
-    uploads, `*.part`) and write intents (`STATE_PATH/intents/*.intent`)."""
+    uploads, `staging/<owner>/*.part`) and the write intents still open in the journals under
+    STATE_PATH/intents (`intents/<owner>/<evidence id>`)."""
     state = Path(env["STATE_PATH"])
-    return sorted(
+    staging = state / "staging"
+    files = [
         str(path.relative_to(state))
-        for root in (state / "staging", state / "intents")
-        if root.exists()
-        for path in root.rglob("*")
+        for path in (staging.rglob("*") if staging.exists() else [])
         if path.is_file() and path.suffix != ".lock"
-    )
+    ]
+    intents = [f"intents/{i.owner}/{i.evidence_id}" for i in open_intents(state)]
+    return sorted(files + intents)
 
 
 def staging_owners(env: dict[str, str]) -> list[str]:

@@ -19,12 +19,14 @@ tests/datalake/test_databricks_backend.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.storage.databricks.backend import DatabricksBackend
+from app.storage.write_intents import open_intents
 from tests.conftest import API_KEY, AUTH, ClientFactory
 from tests.datalake.inspect import table_rows
 from tests.datalake.minilake_bridge import MiniLakeBridge
@@ -136,7 +138,7 @@ def test_volume_down_is_a_clear_503_that_stores_nothing_and_recovers_by_itself(
 
 
 def test_a_failed_upload_leaves_no_write_intent_once_the_volume_is_back(
-    api: TestClient, bridge: MiniLakeBridge
+    api: TestClient, bridge: MiniLakeBridge, backend_env: dict[str, str]
 ) -> None:
     for path in (FILES_API, VOLUMES_API):
         bridge.add_fault(path, 503, times=FOREVER)
@@ -144,11 +146,11 @@ def test_a_failed_upload_leaves_no_write_intent_once_the_volume_is_back(
     bridge.faults.clear()
     assert down.status_code == 503
 
-    intents = backend_of(api)._intents.directory
+    state = Path(backend_env["STATE_PATH"])
     deadline = time.monotonic() + 5  # 10 rounds of DATABRICKS_OUTBOX_RETRY_SECONDS
-    while list(intents.iterdir()) and time.monotonic() < deadline:
+    while open_intents(state) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert list(intents.iterdir()) == []
+    assert open_intents(state) == []
 
 
 def test_429_and_503_bursts_are_retried_on_every_call(

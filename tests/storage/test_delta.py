@@ -30,6 +30,7 @@ from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
 from app.storage.errors import InvalidCursor, StorageUnavailable
 from app.storage.pagination import encode_cursor
 from app.storage.records import EvidenceRecord
+from app.storage.write_intents import open_intents
 
 
 def make_backend(tmp_path: Path, compact_every: int = 10) -> DeltaLakeBackend:
@@ -90,7 +91,7 @@ def test_files_live_under_the_base_and_volume_path_is_relative_to_it(
     assert backend.get("ENG-1", record.id) == record
     assert backend.list("ENG-1").items == [record]
     assert not list((tmp_path / "state" / "staging").rglob("*.part"))
-    assert not list((tmp_path / "state" / "staging").rglob("*.intent"))
+    assert open_intents(tmp_path / "state") == []
 
 
 def test_pages_follow_stored_at_then_id_across_compacted_and_fresh_files(
@@ -274,7 +275,7 @@ def test_a_failed_row_commit_removes_the_file(
         backend.write("FAIL", "a.txt", io.BytesIO(b"lost"))
 
     assert list((tmp_path / "delta_store" / "evidence_store" / "FAIL").iterdir()) == []
-    assert not list((tmp_path / "state").rglob("*.intent"))
+    assert open_intents(tmp_path / "state") == []
 
 
 def test_an_unknown_commit_outcome_keeps_the_file_for_startup_to_decide(
@@ -289,7 +290,7 @@ def test_an_unknown_commit_outcome_keeps_the_file_for_startup_to_decide(
 
     files = list((tmp_path / "delta_store" / "evidence_store" / "MAYBE").iterdir())
     assert len(files) == 1
-    assert len(list((tmp_path / "state").rglob("*.intent"))) == 1
+    assert len(open_intents(tmp_path / "state")) == 1
 
 
 def crash_during_commit(tmp_path: Path, *, after_commit: bool) -> None:
@@ -332,7 +333,7 @@ def test_startup_resolves_commits_interrupted_by_a_crash(
         if listed:
             with backend.open(listed[0]) as stored:
                 assert stored.read() == b"evidence"
-        assert not list((tmp_path / "state").rglob("*.intent"))
+        assert open_intents(tmp_path / "state") == []
     finally:
         backend.close()
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from app.storage.errors import StorageMisconfigured
 from app.storage.fsync import fsync_directory
 from app.storage.names import parse_stored_file_name
-from app.storage.write_intents import intended_paths
+from app.storage.write_intents import open_intents
 
 MARKER_NAME = ".kmflow-store"
 _MARKER_PREFIX = "kmflow-store:"
@@ -115,7 +115,8 @@ def read_index(index_dir: Path, *, with_contents: bool) -> IndexContents:
             )
             for row in db.execute(query, (half,))
         ]
-    known += intended_paths(index_dir, half)
+    # Files that interrupted commits placed or were placing, before any record was indexed.
+    known += [intent.path for intent in open_intents(index_dir)[:half]]
     return IndexContents(binding, int(count), known)
 
 
