@@ -19,6 +19,7 @@ from app import __version__
 from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
 from app.api.routes import evidence, health, metrics
+from app.api.upload_fast_path import UploadFastPath
 from app.observability.middleware import ObservabilityMiddleware
 from app.observability.request_context import install_log_record_factory, note_route
 from app.settings import Settings, load_settings
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(note_route)],
     )
     install_error_handlers(app)
+    app.add_middleware(UploadFastPath)  # added first: inside ObservabilityMiddleware
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(evidence.router, prefix=API_PREFIX)

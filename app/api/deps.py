@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from app.api.errors import unauthorized
 from app.config import is_loopback
@@ -41,19 +42,29 @@ async def require_api_key(
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
+    check_api_key(request.scope, credentials.credentials if credentials else None, settings)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, as `HTTPBearer` reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def check_api_key(scope: Scope, presented_key: str | None, settings: Settings) -> None:
     """Accept a request carrying one of the configured keys; every key is compared in full.
 
     With no keys configured, `kmflow serve` only binds loopback (see `Settings`); a server
     started another way is held to the same rule here, by the address the request came in on.
     """
     if not settings.api_keys:
-        server = request.scope.get("server")
+        server = scope.get("server")
         if server and not is_loopback(str(server[0])):
             raise unauthorized("API_KEYS is not set: only loopback requests are served")
         return
-    if credentials is None:
+    if presented_key is None:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    presented = credentials.credentials.encode()
+    presented = presented_key.encode()
     matched = False
     for key in settings.api_keys:
         matched |= hmac.compare_digest(presented, key.get_secret_value().encode())

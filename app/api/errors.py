@@ -95,20 +95,28 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def api_error_response(error: ApiError) -> JSONResponse:
+    return error_response(error.status_code, error.code, error.detail, error.headers)
+
+
+def storage_error_response(error: StorageError) -> JSONResponse:
+    for kind, status_code, code in _STORAGE_STATUS:
+        if isinstance(error, kind):
+            if status_code >= 500:
+                logger.error("storage error: %s", error)
+            return error_response(status_code, code, str(error))
+    logger.error("unmapped storage error: %s", error)
+    return error_response(500, "internal_error", "internal error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status_code, error.code, error.detail, error.headers)
+        return api_error_response(error)
 
     @app.exception_handler(StorageError)
     async def _storage_error(_: Request, error: StorageError) -> JSONResponse:
-        for kind, status_code, code in _STORAGE_STATUS:
-            if isinstance(error, kind):
-                if status_code >= 500:
-                    logger.error("storage error: %s", error)
-                return error_response(status_code, code, str(error))
-        logger.error("unmapped storage error: %s", error)
-        return error_response(500, "internal_error", "internal error")
+        return storage_error_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

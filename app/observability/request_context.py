@@ -70,13 +70,19 @@ def note(*, engagement_id: str | None = None, evidence_id: str | None = None) ->
 async def note_route(request: Request) -> None:
     """An app-wide dependency: records the full template of the route that matched. (Routers
     included with a prefix keep a relative path; the prefix is what precedes it in the URL.)"""
-    context = _current.get()
     relative = getattr(request.scope.get("route"), "path", None)
-    if context is None or relative is None:
+    if relative is None:
         return
     segments = request.scope["path"].split("/")
     depth = relative.count("/")
-    context.route = "/".join(segments[: len(segments) - depth]) + relative
+    note_route_template("/".join(segments[: len(segments) - depth]) + relative)
+
+
+def note_route_template(template: str) -> None:
+    """The template of the route answering this request, for its log line and metrics."""
+    context = _current.get()
+    if context is not None:
+        context.route = template
 
 
 _installed = False

@@ -24,6 +24,7 @@ from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.observability import metrics, request_context
+from app.settings import Settings
 from app.sizes import CHUNK_BYTES
 from app.storage.base import StorageBackend
 from app.storage.idempotency import KEY_PATTERN_TEXT, validate_key
@@ -114,8 +115,15 @@ class UploadResponse(EvidenceRecord):
     summary="Upload one evidence file (streamed; any part order)",
 )
 async def upload_evidence(request: Request, storage: Storage, settings: AppSettings) -> Response:
-    # Headers are read here rather than as FastAPI Header parameters (documented in
-    # UPLOAD_HEADERS): the parameter machinery costs the event loop on every upload.
+    """The OpenAPI declaration of the route (and its answer wherever `UploadFastPath` is not
+    installed); `store_upload` does the work."""
+    return await store_upload(request, storage, settings)
+
+
+async def store_upload(request: Request, storage: StorageBackend, settings: Settings) -> Response:
+    """The upload, as a plain Starlette handler: `UploadFastPath` calls it without FastAPI's
+    per-request machinery. Headers are read here rather than as FastAPI Header parameters
+    (documented in UPLOAD_HEADERS) for the same reason."""
     idempotency_key = request.headers.get("idempotency-key")
     repr_digest = request.headers.get("repr-digest")
     content_digest = request.headers.get("content-digest")
