@@ -11,11 +11,12 @@ owner is the staging area's process id, whose liveness `owner_is_alive` tells): 
 an intent is made, `-` when it goes. The intents of concurrent commits share one write and one
 `fdatasync` (`GroupCommit`), so an intent costs an upload a share of one flush, not a file and
 two flushes of its own; a `-` needs no flush (a lost one only makes startup find the record
-indexed). Once no intent is open the journal is emptied, and a process that ends with none
-open removes it. Journals are not in a staging directory because a staging directory goes
-when its process ends, and an intent whose outcome is unknown must outlive it. They hold
-nothing an acknowledged upload needs: a replica that loses STATE_PATH loses at most the
-chance to remove a file nobody lists.
+indexed). Once no intent is open the journal is emptied; under load that never lets every
+intent close, it is rewritten with the open intents alone once it grows past a bound; a
+process that ends with none open removes it. Journals are not in a staging directory because
+a staging directory goes when its process ends, and an intent whose outcome is unknown must
+outlive it. They hold nothing an acknowledged upload needs: a replica that loses STATE_PATH
+loses at most the chance to remove a file nobody lists.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 INTENTS_DIRECTORY = "intents"  # under STATE_PATH
 JOURNAL_SUFFIX = ".journal"
+REWRITE_SUFFIX = ".rewrite"  # a journal being rewritten; left only by a crash mid-rewrite
 EMPTY_AT_BYTES = 64 * 1024  # with no intent open, a journal this long is emptied
+COMPACT_AT_BYTES = 1024 * 1024  # under constant load some intent is always open: rewritten
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class WriteIntents:
         self._journal = directory / f"{owner}{JOURNAL_SUFFIX}"
         self._fd: int | None = None  # opened by the first intent
         self._lock = threading.Lock()
-        self._open: set[str] = set()
+        self._open: dict[str, bytes] = {}  # evidence id -> its `+` line
         self._group = GroupCommit(self._append_durably)
         # Files of this process's unacknowledged writes not removed yet: path by id.
         self._unremoved: dict[str, str] = {}
@@ -114,23 +117,25 @@ class WriteIntents:
 
     def add(self, record: EvidenceRecord) -> None:
         """Durable on return. `EvidenceExists` if this process is storing the id already."""
+        line = _encode(
+            {"op": "+", "id": record.id, "engagement_id": record.engagement_id,
+             "path": record.volume_path}
+        )  # fmt: skip
         with self._lock:
             if record.id in self._open:
                 raise EvidenceExists(f"record {record.id} is being stored already")
-            self._open.add(record.id)
-        line = {"op": "+", "id": record.id, "engagement_id": record.engagement_id}
+            self._open[record.id] = line
         try:
-            self._group.submit(_encode(line | {"path": record.volume_path}))
+            self._group.submit(line)
         except BaseException:
             with self._lock:
-                self._open.discard(record.id)
+                self._open.pop(record.id, None)
             raise
 
     def drop(self, evidence_id: str) -> None:
         with self._lock:
-            if evidence_id not in self._open:
+            if self._open.pop(evidence_id, None) is None:
                 return
-            self._open.discard(evidence_id)
             fd = self._opened()
             if not self._open and os.fstat(fd).st_size >= EMPTY_AT_BYTES:
                 os.ftruncate(fd, 0)  # nothing open: no line is needed any more
@@ -144,6 +149,9 @@ class WriteIntents:
     def settle(self, find: Find, remove: Remove) -> None:
         """Intents of dead processes: the file stays if `find` finds its record, else it goes.
         An intent the store cannot settle now stays for the next try."""
+        for leftover in self.directory.glob(f"*{REWRITE_SUFFIX}"):
+            if not owner_is_alive(self._staging_root, leftover.name.removesuffix(REWRITE_SUFFIX)):
+                leftover.unlink(missing_ok=True)  # its journal still holds every line
         for journal in self.directory.glob(f"*{JOURNAL_SUFFIX}"):
             owner = journal.name.removesuffix(JOURNAL_SUFFIX)
             if owner == self._owner or owner_is_alive(self._staging_root, owner):
@@ -178,11 +186,33 @@ class WriteIntents:
                 self._journal.unlink(missing_ok=True)
 
     def _append_durably(self, lines: Sequence[bytes]) -> None:
-        """`GroupCommit`'s flush: the lines of every intent made meanwhile, one flush."""
+        """`GroupCommit`'s flush: the lines of every intent made meanwhile, one flush. Flushes
+        run one at a time, so a rewrite here never races another flush."""
         with self._lock:
             fd = self._opened()
-            os.write(fd, b"".join(lines))
+            if os.fstat(fd).st_size < COMPACT_AT_BYTES:
+                os.write(fd, b"".join(lines))
+            else:
+                fd = self._rewritten()  # holds `lines` too: they are open intents
         os.fdatasync(fd)
+
+    def _rewritten(self) -> int:
+        """(under the lock) The journal replaced by one holding only the open intents' lines,
+        durably, before the old one goes."""
+        fresh = self._journal.with_suffix(REWRITE_SUFFIX)
+        fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"".join(self._open.values()))
+            os.fdatasync(fd)
+            os.replace(fresh, self._journal)
+            fsync_directory(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        return fd
 
     def _opened(self) -> int:
         """(under the lock) The journal's descriptor; creating the journal syncs the
@@ -216,16 +246,18 @@ def _replay(journal: Path) -> list[Intent]:
     owner = journal.name.removesuffix(JOURNAL_SUFFIX)
     opened: dict[str, Intent] = {}
     try:
-        text = journal.read_bytes()
+        with journal.open("rb") as lines:
+            for raw in lines:
+                try:
+                    line = json.loads(raw)
+                    if line["op"] == "+":
+                        opened[line["id"]] = Intent(
+                            owner, line["engagement_id"], line["id"], line["path"]
+                        )
+                    else:
+                        opened.pop(line["id"], None)
+                except (ValueError, KeyError, TypeError):
+                    continue
     except FileNotFoundError:
         return []
-    for raw in text.splitlines():
-        try:
-            line = json.loads(raw)
-            if line["op"] == "+":
-                opened[line["id"]] = Intent(owner, line["engagement_id"], line["id"], line["path"])
-            else:
-                opened.pop(line["id"], None)
-        except (ValueError, KeyError, TypeError):
-            continue
     return list(opened.values())

@@ -84,6 +84,28 @@ def test_the_journal_stays_short_and_goes_when_nothing_is_open(tmp_path: Path) -
     staging.close()
 
 
+def test_under_load_that_always_keeps_an_intent_open_the_journal_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_intents, "COMPACT_AT_BYTES", 16 * 1024)  # 1 MiB in service
+    staging = StagingArea(tmp_path / "staging")
+    intents = intents_of(staging, tmp_path)
+    journal = tmp_path / "intents" / f"{staging.owner}{JOURNAL_SUFFIX}"
+    held = record(99_999)
+    intents.add(held)  # never dropped: the journal is never empty
+    longest = 0
+    for n in range(3000):
+        intents.add(record(n))
+        intents.drop(record(n).id)
+        longest = max(longest, journal.stat().st_size)
+    intents.add(record(5000))
+
+    assert longest < 16 * 1024 + 1024  # 3000 intents would take ~450 KiB
+    assert {i.evidence_id for i in open_intents(tmp_path)} == {held.id, record(5000).id}
+    intents.close()
+    staging.close()
+
+
 def test_a_closed_journal_with_nothing_open_is_removed(tmp_path: Path) -> None:
     staging = StagingArea(tmp_path / "staging")
     intents = intents_of(staging, tmp_path)
