@@ -20,14 +20,13 @@ the harness's for the GIL.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 
 from tests.datalake.latency_model import DEFAULT, ZERO, Latency, LatencyModel
+from tests.datalake.minilake_bridge import MiniLakeBridge, minilake_environment
 
 # Options that override one field of the chosen profile.
 FIELD_OPTIONS = {
@@ -69,14 +68,8 @@ def main() -> None:
     latency = latency_from(args)
     data_dir = args.data_dir.resolve()  # a relative data dir breaks MiniLake's Files API
     data_dir.mkdir(parents=True, exist_ok=True)
-    # MiniLake reads its settings at import time.
-    os.environ["MINILAKE_DATA_DIR"] = str(data_dir)
-    os.environ["MINILAKE_NOTEBOOK"] = "0"
-    os.environ["MINILAKE_SPARK_PREWARM"] = "0"
-    os.environ["MINILAKE_DUCKDB_EXTENSION_DIR"] = tempfile.mkdtemp(dir=data_dir)
+    minilake_environment(data_dir)
     from minilake.app import create_app  # type: ignore[import-untyped]
-
-    from tests.datalake.minilake_bridge import MiniLakeBridge
 
     app = LatencyModel(MiniLakeBridge(create_app()), latency)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

@@ -37,6 +37,13 @@ nothing in `app/` knows about it:
   server's (databricks/cli `libs/testserver/server.go`: `oidc_endpoint` = host + `/oidc`, a
   `workspace_id`). Clients are registered with `add_oauth_client`; requests bearing a token
   issued to one are counted per client in `oauth_requests`.
+
+One gap is closed before MiniLake starts rather than in this wrapper (`minilake_environment`):
+a warehouse keeps a statement's result for as long as its chunks may be fetched, while MiniLake
+keeps its last `MINILAKE_STATEMENT_CACHE_SIZE` (500) statements and, on crossing that cap,
+empties the results of every older one still holding rows, including statements answered an
+instant before whose EXTERNAL_LINKS chunks are still to be fetched: those chunks then read as
+empty. A listing page (EXTERNAL_LINKS) came back empty that way in a long test session.
 """
 
 from __future__ import annotations
@@ -44,11 +51,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import secrets
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,6 +67,20 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Statements whose results MiniLake keeps: more than any test session or benchmark runs.
+STATEMENT_RESULTS_KEPT = 10_000_000
+
+
+def minilake_environment(data_dir: Path) -> None:
+    """Settings MiniLake reads when `minilake.app` is first imported, so call this before: its
+    data under `data_dir`, no notebook or Spark, and no statement results thrown away."""
+    os.environ["MINILAKE_DATA_DIR"] = str(data_dir.resolve())
+    os.environ["MINILAKE_NOTEBOOK"] = "0"
+    os.environ["MINILAKE_SPARK_PREWARM"] = "0"
+    os.environ["MINILAKE_DUCKDB_EXTENSION_DIR"] = tempfile.mkdtemp(dir=data_dir)
+    os.environ["MINILAKE_STATEMENT_CACHE_SIZE"] = str(STATEMENT_RESULTS_KEPT)
+
 
 _STATEMENTS = "/api/2.0/sql/statements"
 _CHUNK_PATH = re.compile(r"/api/2\.0/sql/statements/([^/]+)/result/chunks/(\d+)")

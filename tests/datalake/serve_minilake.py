@@ -21,7 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from tests.datalake.latency_model import DEFAULT, ZERO, LatencyModel
-from tests.datalake.minilake_bridge import MiniLakeBridge
+from tests.datalake.minilake_bridge import MiniLakeBridge, minilake_environment
 
 READY_MARKER = ".kmflow-ready"
 
@@ -43,11 +43,7 @@ def main() -> None:
     data_dir = args.data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / READY_MARKER).unlink(missing_ok=True)
-    # MiniLake reads its settings at import time.
-    os.environ["MINILAKE_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("MINILAKE_NOTEBOOK", "0")
-    os.environ.setdefault("MINILAKE_SPARK_PREWARM", "0")
-    os.environ.setdefault("MINILAKE_DUCKDB_EXTENSION_DIR", tempfile.mkdtemp(dir=data_dir))
+    minilake_environment(data_dir)
     from minilake.app import create_app
 
     latency = DEFAULT if args.latency == "default" else ZERO

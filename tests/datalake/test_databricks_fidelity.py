@@ -13,12 +13,14 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
+from databricks.sdk.service.sql import Disposition, Format
 from fastapi.testclient import TestClient
 
 from app.migration import backend_items, plan_migration, run_migration
 from app.storage.databricks.backend import DatabricksBackend
 from app.storage.databricks.backfill import backfill_metadata
-from app.storage.databricks.sql import StatementFailed
+from app.storage.databricks.sql import StatementFailed, StatementRunner
 from app.storage.local.backend import LocalBackend
 from app.storage.records import EvidenceRecord, utc_timestamp
 from app.storage.registry import create_backend
@@ -60,6 +62,29 @@ def test_a_put_whose_answer_was_lost_is_found_to_be_ours(
     ]
     assert volume_files(databricks_workspace, databricks_env) == [record["volume_path"]]
     assert api.get(f"/api/v1/evidence/ENG-LOST/{record['id']}/content").content == b"the memo"
+
+
+def test_a_result_fetched_by_link_outlasts_hundreds_of_later_statements(
+    databricks_workspace: DatabricksWorkspace,
+) -> None:
+    """A listing page comes as EXTERNAL_LINKS, its chunks fetched after the statement answers;
+    a warehouse keeps the result meanwhile, however busy it is (MiniLake kept its last 500
+    statements and emptied older results: a page read as empty in a long session)."""
+    runner = StatementRunner(databricks_workspace.client(), databricks_workspace.warehouse_id, 30)
+    first = runner.client.statement_execution.execute_statement(
+        statement="SELECT 'kept' AS word",
+        warehouse_id=databricks_workspace.warehouse_id,
+        wait_timeout="30s",
+        disposition=Disposition.EXTERNAL_LINKS,
+        format=Format.JSON_ARRAY,
+    )
+    for n in range(600):
+        assert str(runner.run("SELECT :n AS n", {"n": n})[0][0]) == str(n)
+
+    assert first.result is not None and first.result.external_links
+    link = first.result.external_links[0].external_link
+    assert link is not None
+    assert requests.get(link, timeout=30).json() == [["kept"]]
 
 
 def test_a_file_already_there_with_other_bytes_is_still_refused(

@@ -10,7 +10,6 @@ workspace needs nothing but a catalog and the runbook's privileges on it.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.catalog import VolumeType
 
 from tests.datalake.latency_model import ZERO, LatencyModel
-from tests.datalake.minilake_bridge import MiniLakeBridge
+from tests.datalake.minilake_bridge import MiniLakeBridge, minilake_environment
 from tests.live_server import free_port
 
 # Distinctive, so tests can prove they never leak into logs or responses.
@@ -156,11 +155,7 @@ class RunningMiniLake:
         self.data_dir = data_dir.resolve()
 
     def __enter__(self) -> tuple[str, MiniLakeBridge]:
-        # MiniLake reads its settings at import time.
-        os.environ["MINILAKE_DATA_DIR"] = str(self.data_dir)
-        os.environ["MINILAKE_NOTEBOOK"] = "0"
-        os.environ["MINILAKE_SPARK_PREWARM"] = "0"
-        os.environ["MINILAKE_DUCKDB_EXTENSION_DIR"] = tempfile.mkdtemp(dir=self.data_dir)
+        minilake_environment(self.data_dir)
         import uvicorn
         from minilake.app import create_app
 
