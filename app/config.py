@@ -8,6 +8,7 @@ worker get their own. Unsafe combinations are refused, before anything starts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -97,6 +98,7 @@ def default_state_path(store: Path) -> Path:
     return store.parent / name
 
 
+@functools.lru_cache(maxsize=64)  # asked on every request when API_KEYS is unset
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -13,8 +13,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
-
+from app.api.threads import in_thread
 from app.sizes import CHUNK_BYTES
 from app.storage.staging import StagedFile
 
@@ -36,7 +35,7 @@ class FileBody:
             chunk = bytes(self._buffer)
             self._buffer.clear()
             await self.settle()
-            self._pending = asyncio.ensure_future(run_in_threadpool(self._write, chunk))
+            self._pending = in_thread(self._write, chunk)
 
     async def settle(self) -> None:
         """Until the write in flight is done; raises its error."""

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from app.api.errors import ApiError, invalid_request, malformed_request, payload_too_large
 from app.api.file_body import FileBody
+from app.api.threads import in_thread
 from app.storage.staging import StagedFile
 
 FILE_FIELD = "file"
@@ -123,7 +123,7 @@ async def receive_upload(
     except BaseException:
         if received.file is not None:
             received.file.abandon()
-            await run_in_threadpool(received.file.discard)
+            await in_thread(received.file.discard)
         raise
     return received
 

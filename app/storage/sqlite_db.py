@@ -48,7 +48,7 @@ class SqliteDatabase:
         self.connection().executescript(schema)
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection. Request threads come and go (anyio retires idle ones), so
+        """This thread's connection. Threads come and go (anyio retires idle ones), so
         a connection is closed with its thread, not kept until `close()`."""
         held: _ThreadConnection | None = getattr(self._local, "held", None)
         if held is None:

@@ -15,7 +15,6 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX, digests
 from app.api.byte_ranges import ByteRange, etag_matches, requested_range
@@ -23,6 +22,7 @@ from app.api.deps import AppSettings, Storage, require_api_key
 from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
+from app.api.threads import in_thread
 from app.observability import metrics, request_context
 from app.settings import Settings
 from app.sizes import CHUNK_BYTES
@@ -161,10 +161,10 @@ async def store_upload(request: Request, storage: StorageBackend, settings: Sett
             )
     except BaseException:
         if body is not None:
-            await run_in_threadpool(body.discard)
+            await in_thread(body.discard)
         raise
     assert body is not None
-    outcome = await run_in_threadpool(
+    outcome = await in_thread(
         _upload, storage, body, engagement_id, file_name, metadata, expected, idempotency_key
     )
     record = outcome.record
@@ -239,14 +239,14 @@ async def list_evidence(
     ] = None,
 ) -> RecordPage:
     """Newest first: by `stored_at`, then `id`, both descending."""
-    return await run_in_threadpool(
+    return await in_thread(
         storage.list, engagement_id, limit=limit, cursor=cursor, content_hash=content_hash
     )
 
 
 @router.get("/{engagement_id}/{evidence_id}", response_model=EvidenceRecord)
 async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -> EvidenceRecord:
-    return await run_in_threadpool(storage.get, engagement_id, evidence_id)
+    return await in_thread(storage.get, engagement_id, evidence_id)
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -266,11 +266,11 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def get_evidence_content(
     request: Request, engagement_id: str, evidence_id: str, storage: Storage
 ) -> Response:
-    record = await run_in_threadpool(storage.get, engagement_id, evidence_id)
+    record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
     if answer.status_code == 304:
         return Response(status_code=304, headers=answer.headers)
-    stream = await run_in_threadpool(storage.open, record, answer.byte_range.start)
+    stream = await in_thread(storage.open, record, answer.byte_range.start)
     return StreamingResponse(
         _chunks(stream, answer.byte_range.length),
         status_code=answer.status_code,
@@ -287,7 +287,7 @@ async def get_evidence_content(
 async def head_evidence_content(
     request: Request, engagement_id: str, evidence_id: str, storage: Storage
 ) -> Response:
-    record = await run_in_threadpool(storage.get, engagement_id, evidence_id)
+    record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
     return Response(
         status_code=answer.status_code,

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AppSettings, bearer, require_api_key
 from app.api.errors import ErrorBody
+from app.api.threads import in_thread
 from app.observability.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter(tags=["operations"])
@@ -38,4 +38,4 @@ async def metrics_access(
 )
 async def metrics() -> Response:
     # Multiprocess collection reads one file per worker: off the event loop.
-    return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE)
+    return Response(await in_thread(exposition), media_type=CONTENT_TYPE)
