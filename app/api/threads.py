@@ -14,6 +14,7 @@ backend.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ def request_threads(wanted: int | None) -> ThreadPoolExecutor:
 
 
 def in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
-    """`function(*args, **kwargs)` on a request thread; await the result."""
-    call = functools.partial(function, *args, **kwargs)
+    """`function(*args, **kwargs)` on a request thread, in a copy of the caller's context
+    (its log lines carry the request's id, as `asyncio.to_thread` does); await the result."""
+    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
     return asyncio.get_running_loop().run_in_executor(None, call)
