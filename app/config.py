@@ -40,6 +40,8 @@ class SharedSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
+    # With as many workers as CPUs, each worker runs on a CPU of its own (app.cli.worker_cpus).
+    api_pin_workers: bool = True
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=5 * 1024 * MIB, ge=1)
     max_metadata_bytes: int = Field(default=64 * 1024, ge=2, le=MIB)

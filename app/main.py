@@ -1,7 +1,7 @@
 """The ASGI application: `create_app(settings)` builds everything; nothing happens at import.
 
-uvicorn runs it as a factory (`app.main:create_app`), so every worker process reads the
-settings and builds its own backend in the lifespan.
+`kmflow serve` has uvicorn run it through a factory (`app.cli.serve:worker_app`), so every
+worker process reads the settings and builds its own backend in the lifespan.
 """
 
 from __future__ import annotations

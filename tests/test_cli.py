@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -101,3 +102,52 @@ def test_several_workers_share_one_store(tmp_path: Path) -> None:
         server.stop()
     assert len(ids) == 20
     assert listed == ids
+
+
+def worker_cpus(server: LiveServer, workers: int) -> list[set[int]]:
+    """The CPUs each worker process of `server` may run on, once all of them have started."""
+    deadline = time.monotonic() + 60
+    while server.log_path.read_text().count("Application startup complete") < workers:
+        assert time.monotonic() < deadline, server.log_path.read_text()
+        time.sleep(0.1)
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    spawned = [
+        int(pid)
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()  # not resource_tracker
+    ]
+    assert len(spawned) == workers
+    return [os.sched_getaffinity(pid) for pid in spawned]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pin", [True, False])
+def test_as_many_workers_as_cpus_run_on_one_cpu_each_unless_told_not_to(
+    tmp_path: Path, pin: bool
+) -> None:
+    allowed = os.sched_getaffinity(0)
+    if not 2 <= len(allowed) <= 8:
+        pytest.skip(f"a server of {len(allowed)} workers is not what this test is for")
+    server = LiveServer({"API_PIN_WORKERS": str(pin).lower()}, cwd=tmp_path, workers=len(allowed))
+    try:
+        cpus = worker_cpus(server, len(allowed))
+    finally:
+        server.stop()
+    if pin:
+        assert sorted(cpus, key=min) == [{cpu} for cpu in sorted(allowed)]  # one each
+    else:
+        assert cpus == [allowed] * len(allowed)
+
+
+def test_one_worker_is_left_to_the_scheduler(tmp_path: Path) -> None:
+    """With cores to spare, a large upload hashes and writes on one while it receives on
+    another: only workers that fill the CPUs are pinned."""
+    code = (
+        "import os, sys\nfrom pathlib import Path\nfrom app.cli.worker_cpus import pin_worker\n"
+        "print(pin_worker(Path(sys.argv[1]), 1), sorted(os.sched_getaffinity(0)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cpus")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == f"None {sorted(os.sched_getaffinity(0))}"

@@ -6,11 +6,16 @@ import argparse
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from app.cli.worker_cpus import pin_worker
 from app.observability.log_format import logging_config
 from app.observability.metrics import MULTIPROCESS_DIR_ENV
 from app.settings import load_settings
 from app.storage.registry import backend_class
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.api_workers > 1:
         prepare_multiprocess_metrics(settings.state_path / "metrics")
     uvicorn.run(
-        "app.main:create_app",
+        "app.cli.serve:worker_app",
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
@@ -57,6 +62,17 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one `kmflow serve` worker process (uvicorn's factory): the worker takes its
+    CPU first, so every thread it starts runs there too."""
+    from app.main import create_app  # the API's imports, only where it runs
+
+    settings = load_settings()
+    if settings.api_pin_workers:
+        pin_worker(settings.state_path / "cpus", settings.api_workers)
+    return create_app(settings)
 
 
 def prepare_multiprocess_metrics(directory: Path) -> None:
