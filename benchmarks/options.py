@@ -21,6 +21,7 @@ SCENARIOS = (
     "download",
     "databricks",
     "databricks_latency",
+    "upload_steps",
 )
 MIB = 1024 * 1024
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -32,6 +33,7 @@ class Sizes:
     big_bytes: int | None  # the extra kmflow-only upload for the peak-RSS target; None: skip
     small_count: int  # uploads per small-upload run
     small_bytes: int
+    step_uploads: int  # scenario 7: uploads one at a time
     concurrency: int
     listing_records: tuple[int, ...]
     listing_requests: int  # timed GETs per engagement and round, at most...
@@ -49,6 +51,7 @@ FULL = Sizes(
     big_bytes=4096 * MIB,
     small_count=2000,
     small_bytes=16 * 1024,
+    step_uploads=500,
     concurrency=32,
     listing_records=(1_000, 10_000, 100_000),
     listing_requests=500,
@@ -65,6 +68,7 @@ QUICK = Sizes(
     big_bytes=48 * MIB,
     small_count=200,
     small_bytes=16 * 1024,
+    step_uploads=50,
     concurrency=32,
     listing_records=(100, 1_000, 3_000),
     listing_requests=50,
@@ -88,6 +92,7 @@ class Options:
     keep_workdir: bool
     results: Path | None  # where the report goes; None: printed only
     latency: dict[str, float]  # scenario 6: changes to the default latency model
+    before_rev: str | None = None  # scenario 2: kmflow at this git revision too
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -118,6 +123,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         keep_workdir=args.keep_workdir,
         results=results,
         latency=parse_latency(args.latency),
+        before_rev=args.before_rev,
     )
 
 
@@ -168,5 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency", default="", help="databricks_latency: change the workspace latency model, "
         "e.g. commit_seconds=2,files_put_seconds=0.3 (fields of tests.datalake.latency_model."
         "Latency)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--before-rev", help="small_uploads, upload_steps: also run kmflow as it was at this "
+        "git revision (one worker), for before/after figures in the same run",
     )  # fmt: skip
     return parser

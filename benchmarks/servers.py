@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -122,27 +123,49 @@ class ServerProcess:
         self.stop()
 
 
-def python_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The harness's environment with the repository importable, plus `extra`."""
+def python_env(extra: Mapping[str, str], source: Path = REPO) -> dict[str, str]:
+    """The harness's environment with the repository (or another checkout of it) importable
+    first, plus `extra`."""
     env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))
     return env
 
 
 def kmflow_server(
-    name: str, backend_env: Mapping[str, str], *, workers: int, cwd: Path, log_dir: Path
+    name: str,
+    backend_env: Mapping[str, str],
+    *,
+    workers: int,
+    cwd: Path,
+    log_dir: Path,
+    source: Path = REPO,
 ) -> ServerProcess:
-    """`kmflow serve` as docs/configuration.md says to run it, open on loopback (no API keys).
+    """`kmflow serve` as docs/configuration.md says to run it, open on loopback (no API keys),
+    from this checkout or `source` (another revision, see `revision_checkout`).
 
     `cwd` is a scratch directory so that no `.env` file of the checkout is picked up.
     """
     port = free_port()
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     command += ["--workers", str(workers)]
-    env = python_env({"API_KEYS": "", **backend_env})
+    env = python_env({"API_KEYS": "", **backend_env}, source)
     return ServerProcess(
         name, command, port=port, env=env, cwd=cwd, log_dir=log_dir, health_path="/api/v1/health"
     )
+
+
+@contextmanager
+def revision_checkout(revision: str, directory: Path) -> Iterator[Path]:
+    """This repository at `revision`, checked out (detached) in `directory` for as long as
+    the `with` lasts; it runs on this environment's packages."""
+    target = directory / "checkout"
+    git = ["git", "-C", str(REPO), "worktree"]
+    add = [*git, "add", "--detach", str(target), revision]
+    subprocess.run(add, check=True, capture_output=True)
+    try:
+        yield target
+    finally:
+        subprocess.run([*git, "remove", "--force", str(target)], check=False, capture_output=True)
 
 
 def naive_server(name: str, store: Path, *, workers: int, log_dir: Path) -> ServerProcess:

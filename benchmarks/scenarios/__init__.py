@@ -12,6 +12,7 @@ from benchmarks.scenarios import (
     large_upload,
     listing,
     small_uploads,
+    upload_steps,
 )
 
 Scenario = Callable[[Context], Outcome]
@@ -23,4 +24,5 @@ REGISTRY: dict[str, Scenario] = {
     "download": download.run,
     "databricks": databricks.run,
     "databricks_latency": databricks_latency.run,
+    "upload_steps": upload_steps.run,
 }

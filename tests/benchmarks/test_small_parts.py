@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchmarks.cpu_time import cpu_time, parse_stat_ticks
 from benchmarks.labels import count_label, size_label
 from benchmarks.list_latency import synthetic_records
 from benchmarks.listing_seed import insert_statement
@@ -30,6 +31,15 @@ def test_labels() -> None:
 def test_vmhwm_from_proc_status() -> None:
     assert parse_vmhwm_kib("Name:\tpython\nVmPeak:\t 1 kB\nVmHWM:\t   60544 kB\n") == 60544
     assert os.getpid() in process_tree(os.getpid())
+
+
+def test_cpu_ticks_from_proc_stat_whatever_the_command_name() -> None:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 129 0 0 20 0 3 0"
+    assert parse_stat_ticks(stat) == (731, 129)
+    spent = cpu_time([os.getpid()])
+    sum(range(3_000_000))  # some user time
+    assert (cpu_time([os.getpid()]) - spent).user_seconds > 0
 
 
 def test_seeding_sql_escapes_quotes_and_writes_nulls() -> None:
