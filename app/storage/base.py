@@ -77,7 +77,7 @@ class StorageBackend(ABC):
     """Where evidence bytes and their records live. See the module docstring."""
 
     name: ClassVar[str]
-    # Request threads the API should allow (None: anyio's default of 40). A backend whose
+    # Request threads the API should allow (None: the API's default, 40). A backend whose
     # uploads wait on a remote service for a second or so sets more, or those waits would
     # cap how many uploads are in flight.
     request_threads: ClassVar[int | None] = None
