@@ -32,8 +32,7 @@ class FileBody:
         self._buffer += data
         self.size += len(data)
         if len(self._buffer) >= CHUNK_BYTES:
-            chunk = bytes(self._buffer)
-            self._buffer.clear()
+            chunk, self._buffer = self._buffer, bytearray()  # handed over, not copied
             await self.settle()
             self._pending = in_thread(self._write, chunk)
 
@@ -66,7 +65,7 @@ class FileBody:
             self._pending.add_done_callback(_ignore_outcome)
             self._pending = None
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | bytearray) -> None:
         with self._lock:
             if self._discarded:
                 raise ValueError("the upload was discarded")

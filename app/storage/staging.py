@@ -56,7 +56,7 @@ class StagedFile:
         self._lock = threading.Lock()
         self.size = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         with self._lock:
             fd = self._require_open()
             self._hash.update(data)
