@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 def pin_worker(lock_directory: Path, workers: int) -> int | None:
     """Pin this process (the calling thread and every thread it starts) to one CPU; the CPU,
     or None when it is left free. Call it before any thread starts."""
+    if not hasattr(os, "sched_setaffinity"):  # Linux only (macOS has no such call)
+        return None
     allowed = sorted(os.sched_getaffinity(0))
     if workers < 2 or len(allowed) > workers:
         return None
