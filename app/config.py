@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode
 
 from app.sizes import MIB
@@ -23,6 +31,45 @@ BackendName = Literal["local", "delta", "databricks"]
 
 class ConfigError(Exception):
     """A setting is invalid; the message is one line that names the variable."""
+
+
+# What a key may be allowed beyond the evidence routes: `audit` reads the audit trail and
+# places or lifts legal holds.
+Role = Literal["audit"]
+ROLES: frozenset[str] = frozenset({"audit"})
+# A key's name is the principal the audit trail records: letters, digits and `_.@-`.
+KEY_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
+_KEY_NAME = re.compile(KEY_NAME_PATTERN)
+MIN_KEY_LENGTH = 16
+
+
+class ApiKey(BaseModel, frozen=True):
+    """One entry of API_KEYS: `name:key[:role...]`, or a bare key (named `key-<n>` by its
+    place in the list). The name stands for the key wherever a person reads: the audit trail,
+    log lines, /health/detail; the key itself only in `check_api_key`."""
+
+    name: str
+    key: SecretStr
+    roles: frozenset[Role] = frozenset()
+
+    @classmethod
+    def parse(cls, entry: str, position: int) -> ApiKey:
+        """Entry `position` (from 1) of API_KEYS. Errors name the entry by its position and
+        quote nothing of it: the part before a colon may be a key's own text."""
+        name, key, *roles = entry.split(":") if ":" in entry else (f"key-{position}", entry)
+        where = f"entry {position}"
+        if not _KEY_NAME.fullmatch(name):
+            raise ValueError(
+                f"{where}: a key's name is 1-64 letters, digits or _.@- (an entry is "
+                "name:key[:role], or a bare key without ':')"
+            )
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"{where}: a key must be at least {MIN_KEY_LENGTH} characters long")
+        if unknown := set(roles) - ROLES:
+            raise ValueError(
+                f"{where}: {len(unknown)} unknown role(s); the roles are {', '.join(sorted(ROLES))}"
+            )
+        return cls(name=name, key=SecretStr(key), roles=frozenset(roles))  # type: ignore[arg-type]
 
 
 class SharedSettings(BaseSettings):
@@ -42,7 +89,7 @@ class SharedSettings(BaseSettings):
     api_workers: int = Field(default=1, ge=1, le=64)
     # With as many workers as CPUs, each worker runs on a CPU of its own (app.cli.worker_cpus).
     api_pin_workers: bool = True
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=5 * 1024 * MIB, ge=1)
     max_metadata_bytes: int = Field(default=64 * 1024, ge=2, le=MIB)
     # Operations: log lines, /metrics access, how long shutdown waits for requests in flight.
@@ -54,16 +101,18 @@ class SharedSettings(BaseSettings):
 
     @field_validator("api_keys", mode="before")
     @classmethod
-    def _split_api_keys(cls, value: object) -> object:
+    def _parse_api_keys(cls, value: object) -> object:
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+            return [ApiKey.parse(entry, n) for n, entry in enumerate(entries, start=1)]
         return value
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        if any(len(key.get_secret_value()) < 16 for key in keys):
-            raise ValueError("every key must be at least 16 characters long")
+    def _names_unique(cls, keys: list[ApiKey]) -> list[ApiKey]:
+        names = [key.name for key in keys]
+        if doubled := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"two keys named {', '.join(map(repr, doubled))}: names must differ")
         return keys
 
     @model_validator(mode="after")

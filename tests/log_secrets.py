@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.datalake.workspace import MINILAKE_CLIENT_SECRET, MINILAKE_TOKEN
-from tests.keys import API_KEY
+from tests.keys import API_KEY, AUDIT_KEY
 
-SECRETS = (API_KEY, MINILAKE_TOKEN, MINILAKE_CLIENT_SECRET)
+SECRETS = (API_KEY, AUDIT_KEY, MINILAKE_TOKEN, MINILAKE_CLIENT_SECRET)
 
 
 class SecretSpotter(logging.Handler):

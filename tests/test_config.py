@@ -47,7 +47,7 @@ def test_token_and_keys_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> N
 
     settings = load_settings()
 
-    assert [key.get_secret_value() for key in settings.api_keys] == [
+    assert [key.key.get_secret_value() for key in settings.api_keys] == [
         "key-one-0123456789", "key-two-0123456789",
     ]  # fmt: skip
     assert settings.databricks_token is not None
@@ -76,6 +76,43 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     assert name in message
     if name == "API_KEYS":
         assert value not in message
+
+
+def test_named_keys_carry_their_roles_and_bare_keys_are_named_by_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "API_KEYS", "bare-key-0123456789,lead:lead-key-0123456789:audit,ci.bot:ci-key-0123456789"
+    )
+
+    keys = load_settings().api_keys
+
+    assert [(key.name, sorted(key.roles)) for key in keys] == [
+        ("key-1", []), ("lead", ["audit"]), ("ci.bot", []),
+    ]  # fmt: skip
+    assert keys[1].key.get_secret_value() == "lead-key-0123456789"
+    assert "lead-key" not in repr(keys) and "bare-key" not in repr(keys)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("same:first-key-0123456789,same:second-key-0123456789", "two keys named 'same'"),
+        ("lead:lead-key-0123456789:admin", "entry 1: 1 unknown role(s)"),
+        ("bad name:lead-key-0123456789", "entry 1: a key's name"),
+        ("ok-key-0123456789,lead:short", "entry 2: a key must be at least 16"),
+    ],
+)
+def test_bad_key_entries_are_refused_by_position_without_their_text(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("API_KEYS", value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert problem in message and "API_KEYS" in message
+    for secret in ("first-key", "second-key", "lead-key", "short", "ok-key"):
+        assert secret not in message
 
 
 def test_unknown_backend_lists_the_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,16 +1,19 @@
-"""Typed dependencies: the backend and settings the lifespan built, and API-key auth."""
+"""Typed dependencies: the backend and settings the lifespan built, API-key auth, and the
+principal (the key's name) and roles it gives a request."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Scope
 
-from app.api.errors import unauthorized
-from app.config import is_loopback
+from app.api.errors import ApiError, unauthorized
+from app.config import ROLES, Role, is_loopback
+from app.observability import request_context
 from app.settings import Settings
 from app.storage.base import StorageBackend
 
@@ -37,12 +40,44 @@ bearer = HTTPBearer(
 )
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the name of its key (never the key) and the key's roles."""
+
+    name: str
+    roles: frozenset[str]
+
+
+# With API_KEYS empty (loopback only, see `check_api_key`) every request is this principal,
+# with every role: the service is a developer's own.
+LOOPBACK_PRINCIPAL = Principal("loopback", ROLES)
+
+
 async def require_api_key(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    check_api_key(request.scope, credentials.credentials if credentials else None, settings)
+) -> Principal:
+    return check_api_key(request.scope, credentials.credentials if credentials else None, settings)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_api_key)]
+
+
+def require_role(role: Role) -> object:
+    """A dependency refusing (403) a key without `role`, after the key check."""
+
+    async def has_role(principal: CurrentPrincipal) -> Principal:
+        if role not in principal.roles:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"the key {principal.name!r} does not have the {role!r} role this route needs "
+                f"(API_KEYS entry name:key:{role})",
+            )
+        return principal
+
+    return Depends(has_role)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -51,8 +86,9 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def check_api_key(scope: Scope, presented_key: str | None, settings: Settings) -> None:
-    """Accept a request carrying one of the configured keys; every key is compared in full.
+def check_api_key(scope: Scope, presented_key: str | None, settings: Settings) -> Principal:
+    """Accept a request carrying one of the configured keys and name its principal; every
+    key is compared in full, whichever one matches.
 
     With no keys configured, `kmflow serve` only binds loopback (see `Settings`); a server
     started another way is held to the same rule here, by the address the request came in on.
@@ -61,12 +97,17 @@ def check_api_key(scope: Scope, presented_key: str | None, settings: Settings) -
         server = scope.get("server")
         if server and not is_loopback(str(server[0])):
             raise unauthorized("API_KEYS is not set: only loopback requests are served")
-        return
-    if presented_key is None:
-        raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    presented = presented_key.encode()
-    matched = False
-    for key in settings.api_keys:
-        matched |= hmac.compare_digest(presented, key.get_secret_value().encode())
-    if not matched:
-        raise unauthorized("invalid API key")
+        principal = LOOPBACK_PRINCIPAL
+    else:
+        if presented_key is None:
+            raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        presented = presented_key.encode()
+        matched = None
+        for key in settings.api_keys:
+            if hmac.compare_digest(presented, key.key.get_secret_value().encode()):
+                matched = key
+        if matched is None:
+            raise unauthorized("invalid API key")
+        principal = Principal(matched.name, frozenset(matched.roles))
+    request_context.note(principal=principal.name)
+    return principal

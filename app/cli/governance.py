@@ -133,7 +133,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from app.governance.checklist import VerifyOptions
     from app.governance.verify import run_checks
 
-    api_key = args.api_key or next((k.get_secret_value() for k in settings.api_keys), None)
+    api_key = args.api_key or next((k.key.get_secret_value() for k in settings.api_keys), None)
     options = VerifyOptions(
         url=args.url,
         api_key=api_key,

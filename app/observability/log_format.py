@@ -2,7 +2,8 @@
 
 `LOG_FORMAT=json` gives every line `time`, `level`, `logger`, `message` and `request_id`, plus
 the request fields of the per-request line (method, route, status, duration, bytes, engagement
-and record ids). Nothing here reads headers or bodies, so keys and tokens cannot reach a line.
+and record ids, the principal: the name of the request's key). Nothing here reads headers or
+bodies, so keys and tokens cannot reach a line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REQUEST_FIELDS = (
     "bytes_out",
     "engagement_id",
     "evidence_id",
+    "principal",
 )
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 

@@ -72,6 +72,7 @@ class ObservabilityMiddleware:
                     "bytes_out": bytes_out,
                     "engagement_id": context.engagement_id,
                     "evidence_id": context.evidence_id,
+                    "principal": context.principal,
                 },
             )
 

@@ -29,6 +29,7 @@ class RequestContext:
     route: str | None = None  # the matched route's template, e.g. /api/v1/evidence/{engagement_id}
     engagement_id: str | None = None
     evidence_id: str | None = None
+    principal: str | None = None  # the name of the request's API key
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("kmflow_request", default=None)
@@ -56,8 +57,14 @@ def current_request_id() -> str | None:
     return context.request_id if context else None
 
 
-def note(*, engagement_id: str | None = None, evidence_id: str | None = None) -> None:
-    """Routes: name what this request touched, for its log line."""
+def note(
+    *,
+    engagement_id: str | None = None,
+    evidence_id: str | None = None,
+    principal: str | None = None,
+) -> None:
+    """Routes and the key check: name what this request touched and for whom, for its log
+    line."""
     context = _current.get()
     if context is None:
         return
@@ -65,6 +72,8 @@ def note(*, engagement_id: str | None = None, evidence_id: str | None = None) ->
         context.engagement_id = engagement_id
     if evidence_id is not None:
         context.evidence_id = evidence_id
+    if principal is not None:
+        context.principal = principal
 
 
 async def note_route(request: Request) -> None:

@@ -38,7 +38,7 @@ def test_detail_times_each_check_and_masks_secrets(client: TestClient) -> None:
     assert all(check["ok"] and check["latency_ms"] >= 0 for check in checks.values())
     assert "bytes free" in str(checks["free disk"]["detail"])
     configuration = body["configuration"]
-    assert configuration["api_keys"] == ["**********"]  # type: ignore[index]
+    assert configuration["api_keys"] == [{"name": "key-1", "key": "**********", "roles": []}]  # type: ignore[index]
     assert API_KEY not in str(body)
 
 
