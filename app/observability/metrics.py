@@ -79,6 +79,17 @@ METADATA_ROUND_JOBS = Histogram(
     "Uploads and queued rows served by one round of metadata statements.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 255),
 )
+AUDIT_EVENTS = Counter(
+    "kmflow_audit_events_total",
+    "Audit trail events, by what became of them: stored, or lost (a process that stopped "
+    "before its store took them).",
+    ["outcome"],
+)
+AUDIT_EVENTS_WAITING = Gauge(
+    "kmflow_audit_events_waiting",
+    "Audit events recorded and not yet stored, in this process.",
+    multiprocess_mode="livesum",
+)
 DELTA_MAINTENANCE_RUNS = Counter(
     "kmflow_delta_maintenance_runs_total",
     "Delta maintenance runs (compaction, checkpoint), by outcome.",

@@ -1,19 +1,23 @@
 """The one storage contract every backend implements (its record: `records`; its health
-reports: `health`; client metadata as text: `metadata_json`).
+reports: `health`; client metadata as text: `metadata_json`; the evidence lifecycle's
+`holds` and `audit`).
 
-A backend implements the protected hooks (`_commit`, `_remove`, `_put_back`, `_stored_size`,
-`_engagements`, `_get`, `_list`, `_open`, `probes`); the public methods validate client input
-once, so no backend can forget path safety. A write is two steps so the HTTP layer can stream a
-body of unknown field order straight to disk: `stage()` gives a local file that hashes while it
-is written, `commit()` makes it durable and findable. `write()` derives the one-call form from
-those two. Longer than most modules because it is the whole contract, one class: a backend
-author reads this file and nothing else of the shared code.
+A backend implements the protected hooks (`_commit`, `_index`, `_remove`, `_put_back`,
+`_stored_size`, `_engagements`, `_get`, `_list`, `_open`, `probes`; for the lifecycle
+`_record_withdrawal`, `_hold`, `_place_hold`, `_release_hold`, `_audit_store`,
+`_delete_engagement_rows`, `_expunge`, `_sweep_engagement`); the public methods validate
+client input once, so no backend can forget path safety. A write is two steps so the HTTP
+layer can stream a body of unknown field order straight to disk: `stage()` gives a local file
+that hashes while it is written, `commit()` makes it durable and findable. `write()` derives
+the one-call form from those two. Longer than most modules because it is the whole contract,
+one class: a backend author reads this file and nothing else of the shared code.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,16 +28,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Self
 
 from app.observability.metrics import observed
 from app.sizes import CHUNK_BYTES
+from app.storage.audit import AuditStore
+from app.storage.audit_trail import AuditTrail
 from app.storage.digest import Readable
 from app.storage.errors import (
     DigestMismatch,
     EvidenceNotFound,
+    EvidenceWithdrawn,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidInput,
+    LegalHoldActive,
     StorageUnavailable,
 )
 from app.storage.health import BackendHealth, Probe
+from app.storage.holds import Hold
 from app.storage.idempotency import IdempotencyKeys, KeyBinding, KeyClaims, validate_key
 from app.storage.metadata_json import decode_metadata, encode_metadata
 from app.storage.names import (
@@ -48,10 +57,12 @@ from app.storage.records import (
     MAX_EARLIER_COPIES,
     EvidenceRecord,
     RecordPage,
+    Tombstone,
     UploadOutcome,
     earlier_copies,
     is_stored_at,
     utc_timestamp,
+    validate_reason,
 )
 from app.storage.staging import StagedFile, StagingArea
 from app.storage.write_intents import INTENTS_DIRECTORY, CommitSteps, WriteIntents
@@ -67,6 +78,8 @@ KEY_WAIT_SECONDS = 30.0  # how long a retry waits for the first attempt's record
 CLIENTS_FAULT = (
     InvalidInput,
     EvidenceNotFound,
+    EvidenceWithdrawn,
+    LegalHoldActive,
     DigestMismatch,
     IdempotencyKeyReused,
     IdempotencyKeyInProgress,
@@ -95,6 +108,8 @@ class StorageBackend(ABC):
         self.idempotency_keys: KeyClaims = key_claims or IdempotencyKeys(
             staging_root.parent / "idempotency.sqlite3", staging_root
         )
+        self._audit: AuditTrail | None = None
+        self._audit_lock = threading.Lock()
 
     @classmethod
     @abstractmethod
@@ -220,6 +235,11 @@ class StorageBackend(ABC):
                     "engagement; send a new key for a new upload"
                 )
             first = self._get(binding.engagement_id, binding.evidence_id)
+            if isinstance(first, Tombstone):
+                raise EvidenceWithdrawn(
+                    f"the upload this Idempotency-Key names ({first.id}) has been withdrawn",
+                    first,
+                )
             if first is not None:
                 return first, True
             if self.idempotency_keys.is_abandoned(binding):
@@ -234,7 +254,7 @@ class StorageBackend(ABC):
     def _earlier_copies(self, record: EvidenceRecord) -> list[str] | None:
         try:
             page = self._list(
-                record.engagement_id, MAX_EARLIER_COPIES + 1, None, record.content_hash
+                record.engagement_id, MAX_EARLIER_COPIES + 1, None, record.content_hash, False
             )
         except StorageUnavailable:
             return None  # the record is stored; only this courtesy lookup failed
@@ -313,12 +333,22 @@ class StorageBackend(ABC):
             raise
         return self.commit(staged, engagement_id, file_name, metadata)
 
-    def get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord:
+    def get(
+        self, engagement_id: str, evidence_id: str, *, include_withdrawn: bool = False
+    ) -> EvidenceRecord:
+        """The record; a withdrawn one raises `EvidenceWithdrawn` (carrying its tombstone)
+        unless `include_withdrawn`, when the `Tombstone` itself is returned."""
         validate_engagement_id(engagement_id)
         with observed(self.name, "get", CLIENTS_FAULT):
             record = self._get(engagement_id, evidence_id) if is_evidence_id(evidence_id) else None
         if record is None:
             raise EvidenceNotFound(f"no evidence {evidence_id!r} in engagement {engagement_id!r}")
+        if isinstance(record, Tombstone) and not include_withdrawn:
+            raise EvidenceWithdrawn(
+                f"evidence {evidence_id} was withdrawn at {record.withdrawn_at} by "
+                f"{record.withdrawn_by}; its bytes are no longer stored",
+                record,
+            )
         return record
 
     def list(
@@ -328,16 +358,18 @@ class StorageBackend(ABC):
         limit: int = 100,
         cursor: str | None = None,
         content_hash: str | None = None,
+        include_withdrawn: bool = False,
     ) -> RecordPage:
         """Newest first (`stored_at`, then `id`, both descending): stable under inserts.
-        With `content_hash`, only the records of those exact bytes."""
+        With `content_hash`, only the records of those exact bytes; tombstones only with
+        `include_withdrawn`."""
         validate_engagement_id(engagement_id)
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         if content_hash is not None and not SHA256_HEX.fullmatch(content_hash):
             raise InvalidInput("content_hash must be a SHA-256 in 64 lowercase hex digits")
         with observed(self.name, "list", CLIENTS_FAULT):
-            return self._list(engagement_id, limit, cursor, content_hash)
+            return self._list(engagement_id, limit, cursor, content_hash, include_withdrawn)
 
     def open(self, record: EvidenceRecord, start: int = 0) -> BinaryIO:
         """The stored bytes from offset `start` as a readable stream; the caller closes it.
@@ -366,6 +398,136 @@ class StorageBackend(ABC):
         if not self.settles_in_background:
             self.settle_interrupted_writes()
 
+    # -- the evidence lifecycle: withdrawals, legal holds, the audit trail, purges ------------
+
+    @property
+    def audit(self) -> AuditTrail:
+        """This process's writer of the backend's audit trail (built on first use)."""
+        with self._audit_lock:
+            if self._audit is None:
+                self._audit = AuditTrail(self._audit_store())
+            return self._audit
+
+    def withdraw(
+        self, engagement_id: str, evidence_id: str, reason: str, principal: str
+    ) -> Tombstone:
+        """Remove a record's bytes for good and keep its record as a tombstone. Idempotent:
+        withdrawing a tombstone returns it as first withdrawn (and removes its file again,
+        which finishes a withdrawal interrupted between its two steps)."""
+        validate_engagement_id(engagement_id)
+        validate_reason(reason)
+        with observed(self.name, "withdraw", CLIENTS_FAULT):
+            self._refuse_if_held(engagement_id, "withdrawn")
+            record = self._get(engagement_id, evidence_id) if is_evidence_id(evidence_id) else None
+            if record is None:
+                raise EvidenceNotFound(
+                    f"no evidence {evidence_id!r} in engagement {engagement_id!r}"
+                )
+            if not isinstance(record, Tombstone):
+                # The tombstone first: a crash before the file goes leaves a withdrawn record
+                # whose file the next withdrawal removes, never a live record without bytes.
+                record = Tombstone(
+                    **record.model_dump(),
+                    withdrawn_at=utc_timestamp(),
+                    withdrawn_by=principal,
+                    withdrawal_reason=reason,
+                )
+                self._record_withdrawal(record)
+            self._remove(record.volume_path)
+        return record
+
+    def hold(self, engagement_id: str) -> Hold | None:
+        """The engagement's legal hold, if one is in force."""
+        validate_engagement_id(engagement_id)
+        with observed(self.name, "hold", CLIENTS_FAULT):
+            return self._hold(engagement_id)
+
+    def place_hold(self, engagement_id: str, reason: str, principal: str) -> Hold:
+        """Hold the engagement: nothing of it may be withdrawn or purged until released.
+        Idempotent: an engagement already held keeps the hold first placed."""
+        validate_engagement_id(engagement_id)
+        validate_reason(reason)
+        with observed(self.name, "hold", CLIENTS_FAULT):
+            held = self._hold(engagement_id)
+            if held is None:
+                self._place_hold(Hold(
+                    engagement_id=engagement_id,
+                    held_at=utc_timestamp(),
+                    held_by=principal,
+                    reason=reason,
+                ))  # fmt: skip
+                held = self._hold(engagement_id)  # two placed at once: the one stored
+            if held is None:
+                raise StorageUnavailable("the hold was placed but cannot be read back")
+            return held
+
+    def restore_hold(self, hold: Hold) -> None:
+        """A hold copied from another backend (migrations), as it was placed."""
+        validate_engagement_id(hold.engagement_id)
+        validate_reason(hold.reason)
+        self._place_hold(hold)
+
+    def release_hold(self, engagement_id: str) -> Hold | None:
+        """Lift the engagement's hold; returns the hold lifted (None: there was none)."""
+        validate_engagement_id(engagement_id)
+        with observed(self.name, "hold", CLIENTS_FAULT):
+            held = self._hold(engagement_id)
+            if held is not None:
+                self._release_hold(engagement_id)
+            return held
+
+    def _refuse_if_held(self, engagement_id: str, what: str) -> None:
+        held = self._hold(engagement_id)
+        if held is not None:
+            raise LegalHoldActive(
+                f"engagement {engagement_id} is under legal hold (placed {held.held_at} by "
+                f"{held.held_by}): nothing of it may be {what} until the hold is released"
+            )
+
+    def restore_tombstone(self, tombstone: Tombstone) -> None:
+        """A tombstone copied from another backend (migrations), as it was: a record this
+        backend does not hold is indexed as withdrawn, one it holds live is withdrawn (its
+        file removed), one it holds withdrawn is left as it is."""
+        validate_engagement_id(tombstone.engagement_id)
+        if not is_evidence_id(tombstone.id):
+            raise InvalidInput(f"evidence id {tombstone.id!r} is not 32 hex characters")
+        validate_reason(tombstone.withdrawal_reason)
+        held = self._get(tombstone.engagement_id, tombstone.id)
+        if isinstance(held, Tombstone):
+            return
+        # The withdrawal first, as in `withdraw`: never a live record without bytes.
+        self._record_withdrawal(tombstone)
+        if held is None:
+            self._index(tombstone.record)
+        else:
+            self._remove(held.volume_path)
+
+    def delete_engagement_rows(self, engagement_id: str) -> dict[str, object]:
+        """A purge's step: delete every row (records, tombstones) of the engagement."""
+        validate_engagement_id(engagement_id)
+        self._refuse_if_held(engagement_id, "purged")
+        with observed(self.name, "purge", CLIENTS_FAULT):
+            return self._delete_engagement_rows(engagement_id)
+
+    def expunge(self) -> dict[str, object]:
+        """A purge's last step: make deleted rows unrecoverable (Delta: VACUUM, and no log
+        entry older than it; SQLite: overwrite and VACUUM). Returns what it did, per table."""
+        with observed(self.name, "purge", CLIENTS_FAULT):
+            return self._expunge()
+
+    def sweep_engagement(self, engagement_id: str) -> Sequence[str]:
+        """A purge's step: remove every file left under the engagement's directory (strays
+        of interrupted writes included) and the directory; returns the paths removed."""
+        validate_engagement_id(engagement_id)
+        self._refuse_if_held(engagement_id, "purged")
+        with observed(self.name, "purge", CLIENTS_FAULT):
+            return self._sweep_engagement(engagement_id)
+
+    def remove_file(self, record: EvidenceRecord) -> None:
+        """A purge's step: remove a record's file (if it is there) before its row goes (the
+        purge checks the hold before its steps, not for each file)."""
+        self._remove(record.volume_path)
+
     # -- the crash protocol (`write_intents`): every backend's `_commit` runs inside it -------
 
     def _write_intent(self, record: EvidenceRecord) -> AbstractContextManager[CommitSteps]:
@@ -383,9 +545,17 @@ class StorageBackend(ABC):
         self._intents.settle(self._get, self._remove)
 
     def close(self) -> None:
+        """The audit events first (they go to the backend's store), then the backend's own
+        parts (`_close_parts`), then the shared machinery."""
+        if self._audit is not None:
+            self._audit.close()
+        self._close_parts()
         self._intents.close()
         self.idempotency_keys.close()
         self._staging.close()
+
+    def _close_parts(self) -> None:  # noqa: B027 (an optional hook)
+        """Stop and close what the backend itself opened."""
 
     # -- hooks each backend implements --------------------------------------------------------
 
@@ -396,6 +566,11 @@ class StorageBackend(ABC):
         Every field of `record` is final except `volume_path`, which the backend fills in;
         then it places the file and indexes the record inside `_write_intent(record)`.
         """
+
+    @abstractmethod
+    def _index(self, record: EvidenceRecord) -> None:
+        """Make `record` findable without placing a file (a tombstone copied by a migration:
+        its withdrawal is already recorded)."""
 
     @abstractmethod
     def _remove(self, path: str) -> None:
@@ -415,15 +590,55 @@ class StorageBackend(ABC):
     def _engagements(self) -> Iterable[str]: ...
 
     @abstractmethod
-    def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None: ...
+    def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
+        """The record, as a `Tombstone` if it was withdrawn; None if there is none."""
 
     @abstractmethod
     def _list(
-        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
-    ) -> RecordPage: ...
+        self,
+        engagement_id: str,
+        limit: int,
+        cursor: str | None,
+        content_hash: str | None,
+        include_withdrawn: bool,
+    ) -> RecordPage:
+        """A page as `list` describes it; tombstones (as `Tombstone`) only if asked for."""
 
     @abstractmethod
     def _open(self, record: EvidenceRecord) -> BinaryIO: ...
+
+    @abstractmethod
+    def _record_withdrawal(self, tombstone: Tombstone) -> None:
+        """Store the tombstone's withdrawal durably, once per id however often it is asked
+        (a retry, two withdrawals at once): from then on `_get` and `_list` return the
+        record as a `Tombstone`, even if its row has not reached the table yet."""
+
+    @abstractmethod
+    def _hold(self, engagement_id: str) -> Hold | None: ...
+
+    @abstractmethod
+    def _place_hold(self, hold: Hold) -> None:
+        """Store the hold unless the engagement is held already (the first hold stays)."""
+
+    @abstractmethod
+    def _release_hold(self, engagement_id: str) -> None: ...
+
+    @abstractmethod
+    def _audit_store(self) -> AuditStore:
+        """Where this backend keeps its audit trail (built once, by `audit`)."""
+
+    @abstractmethod
+    def _delete_engagement_rows(self, engagement_id: str) -> dict[str, object]:
+        """Delete the engagement's rows of the record and withdrawal tables (and anything
+        else holding its records: rows on their way to the table); idempotent. Returns facts
+        for the deletion certificate (table versions)."""
+
+    @abstractmethod
+    def _expunge(self) -> dict[str, object]:
+        """Make the deleted rows unrecoverable from the store; returns facts per table."""
+
+    @abstractmethod
+    def _sweep_engagement(self, engagement_id: str) -> Sequence[str]: ...
 
     @property
     @abstractmethod

@@ -15,6 +15,18 @@ class EvidenceNotFound(StorageError):
     """No record with that id in that engagement."""
 
 
+class EvidenceWithdrawn(StorageError):
+    """The record was withdrawn: its bytes are gone; the tombstone says by whom and why."""
+
+    def __init__(self, message: str, tombstone: object) -> None:
+        super().__init__(message)
+        self.tombstone = tombstone  # a records.Tombstone (records imports this module)
+
+
+class LegalHoldActive(StorageError):
+    """The engagement is under legal hold: nothing of it may be withdrawn or purged."""
+
+
 class InvalidCursor(InvalidInput):
     """A pagination cursor that this service did not issue."""
 

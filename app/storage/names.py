@@ -46,6 +46,10 @@ def validate_engagement_id(engagement_id: str) -> str:
     return engagement_id
 
 
+def is_engagement_id(value: str) -> bool:
+    return len(value) <= MAX_ENGAGEMENT_ID_LENGTH and _ENGAGEMENT_ID.fullmatch(value) is not None
+
+
 def is_evidence_id(value: str) -> bool:
     return _EVIDENCE_ID.fullmatch(value) is not None
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from app.storage.audit import AuditEvent, AuditPage
 from app.storage.base import StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
 from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
 from app.storage.health import Facts, Probe, free_disk
+from app.storage.holds import Hold
 from app.storage.local import store_identity
 from app.storage.local.index import SqliteIndex
 from app.storage.names import stored_file_name
-from app.storage.records import EvidenceRecord, RecordPage
+from app.storage.records import EvidenceRecord, RecordPage, Tombstone
 from app.storage.staging import StagedFile
 
 if TYPE_CHECKING:
@@ -76,9 +79,8 @@ class LocalBackend(StorageBackend):
             )
         super().startup()
 
-    def close(self) -> None:
+    def _close_parts(self) -> None:
         self.index.close()
-        super().close()
 
     def _commit(self, staged: StagedFile, record: EvidenceRecord) -> EvidenceRecord:
         relative = f"{record.engagement_id}/{stored_file_name(record.id, record.file_name)}"
@@ -99,8 +101,17 @@ class LocalBackend(StorageBackend):
             steps.indexed = True
         return record
 
+    def _index(self, record: EvidenceRecord) -> None:
+        try:
+            self.index.insert(record)
+        except sqlite3.IntegrityError:
+            raise EvidenceExists(f"record {record.id} is already stored") from None
+
     def _remove(self, path: str) -> None:
-        self._file_at(path).unlink(missing_ok=True)
+        target = self._file_at(path)
+        if target.exists():
+            target.unlink(missing_ok=True)
+            fsync_directory(target.parent)  # a withdrawal is durable when it answers
 
     def _engagements(self) -> list[str]:
         return self.index.engagements()
@@ -109,9 +120,14 @@ class LocalBackend(StorageBackend):
         return self.index.get(engagement_id, evidence_id)
 
     def _list(
-        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+        self,
+        engagement_id: str,
+        limit: int,
+        cursor: str | None,
+        content_hash: str | None,
+        include_withdrawn: bool,
     ) -> RecordPage:
-        return self.index.page(engagement_id, limit, cursor, content_hash)
+        return self.index.page(engagement_id, limit, cursor, content_hash, include_withdrawn)
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
         try:
@@ -126,6 +142,45 @@ class LocalBackend(StorageBackend):
             fsync_directory(self.store)
         link_into_place(staged.path, target)
         self._directory_sync.sync(target.parent)
+
+    # -- the evidence lifecycle: all in the index's database -----------------------------------
+
+    def _record_withdrawal(self, tombstone: Tombstone) -> None:
+        self.index.record_withdrawal(tombstone)
+
+    def _hold(self, engagement_id: str) -> Hold | None:
+        return self.index.hold(engagement_id)
+
+    def _place_hold(self, hold: Hold) -> None:
+        self.index.place_hold(hold)
+
+    def _release_hold(self, engagement_id: str) -> None:
+        self.index.release_hold(engagement_id)
+
+    def _audit_store(self) -> SqliteAuditStore:
+        return SqliteAuditStore(self.index)
+
+    def _delete_engagement_rows(self, engagement_id: str) -> dict[str, object]:
+        return {"rows_deleted": self.index.delete_engagement(engagement_id)}
+
+    def _expunge(self) -> dict[str, object]:
+        self.index.expunge()
+        return {"index": "free pages and write-ahead log overwritten (VACUUM)"}
+
+    def _sweep_engagement(self, engagement_id: str) -> list[str]:
+        directory = self.store / engagement_id
+        if not directory.is_dir():
+            return []
+        removed = []
+        for path in sorted(directory.rglob("*"), reverse=True):  # files before their dirs
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+                removed.append(path.relative_to(self.store).as_posix())
+        directory.rmdir()
+        fsync_directory(self.store)
+        return removed
 
     def _stored_size(self, record: EvidenceRecord) -> int | None:
         try:
@@ -162,3 +217,19 @@ class LocalBackend(StorageBackend):
             Probe("store writable", store_writable),
             Probe("free disk", lambda facts: free_disk(self.store), essential=False),
         ]
+
+
+class SqliteAuditStore:
+    """The local backend's audit trail: `evidence_audit` in the index's database."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self._index = index
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        self._index.append_audit(events)
+
+    def page(self, engagement_id: str, limit: int, cursor: str | None) -> AuditPage:
+        return self._index.audit_page(engagement_id, limit, cursor)
+
+    def engagements(self) -> Iterable[str]:
+        return self._index.audit_engagements()
