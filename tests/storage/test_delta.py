@@ -24,6 +24,7 @@ import pytest
 from app.config import ConfigError
 from app.settings import load_settings
 from app.storage.delta.backend import DeltaLakeBackend
+from app.storage.delta.files import LocalFiles
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.maintenance import MaintenancePolicy
 from app.storage.delta.table import CommitOutcomeUnknown, EvidenceTable
@@ -99,7 +100,7 @@ def test_pages_follow_stored_at_then_id_across_compacted_and_fresh_files(
 ) -> None:
     """Ties on stored_at, several files, compaction between batches: pages match a sort."""
     location = DeltaLocation.parse(str(tmp_path / "delta_store"))
-    table = EvidenceTable(location, lambda relative: (tmp_path / "delta_store" / relative).exists())
+    table = EvidenceTable(location, LocalFiles(tmp_path / "delta_store"))
     table.ensure_exists()
     expected: list[EvidenceRecord] = []
     for batch in range(12):

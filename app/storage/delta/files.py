@@ -55,7 +55,12 @@ class EvidenceFiles(ABC):
 
     @abstractmethod
     def remove(self, relative: str) -> None:
-        """Delete the file if it exists."""
+        """Delete the file if it exists; durably gone on return."""
+
+    @abstractmethod
+    def remove_tree(self, relative: str) -> list[str]:
+        """Delete every file under the directory `relative`, and the directory; returns the
+        paths (relative to the base) of the files deleted."""
 
     @abstractmethod
     def open(self, relative: str) -> BinaryIO:
@@ -67,6 +72,10 @@ class EvidenceFiles(ABC):
 
     def exists(self, relative: str) -> bool:
         return self.size(relative) is not None
+
+    @abstractmethod
+    def names_under(self, prefix: str) -> list[str]:
+        """The paths (relative to the base) of the files directly in directory `prefix`."""
 
     def sizes(self, paths: Sequence[str]) -> dict[str, int | None]:
         """`size` of many files (a migration's final check); an object store lists instead."""
@@ -103,7 +112,33 @@ class LocalFiles(EvidenceFiles):
         fsync_directory(target.parent)
 
     def remove(self, relative: str) -> None:
-        self.path(relative).unlink(missing_ok=True)
+        target = self.path(relative)
+        if target.exists():
+            target.unlink(missing_ok=True)
+            fsync_directory(target.parent)
+
+    def names_under(self, prefix: str) -> list[str]:
+        directory = self.path(prefix)
+        if not directory.is_dir():
+            return []
+        return [
+            path.relative_to(self.root).as_posix() for path in directory.iterdir() if path.is_file()
+        ]
+
+    def remove_tree(self, relative: str) -> list[str]:
+        directory = self.path(relative)
+        if not directory.is_dir():
+            return []
+        removed = []
+        for path in sorted(directory.rglob("*"), reverse=True):  # files before their dirs
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+                removed.append(path.relative_to(self.root).as_posix())
+        directory.rmdir()
+        fsync_directory(directory.parent)
+        return removed
 
     def open(self, relative: str) -> BinaryIO:
         try:
@@ -168,6 +203,22 @@ class ObjectStoreFiles(EvidenceFiles):
     def remove(self, relative: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self._store, relative)
+
+    def names_under(self, prefix: str) -> list[str]:
+        listed = obstore.list_with_delimiter(self._store, prefix=f"{prefix.rstrip('/')}/")
+        return [str(meta["path"]) for meta in listed["objects"]]
+
+    def remove_tree(self, relative: str) -> list[str]:
+        """Objects have no directories: every object under the prefix goes."""
+        prefix = f"{relative.rstrip('/')}/"
+        removed = [
+            str(meta["path"])
+            for batch in obstore.list(self._store, prefix=prefix)
+            for meta in batch
+        ]  # listed whole first: no deletes under a listing's feet
+        for path in removed:
+            self.remove(path)
+        return removed
 
     def open(self, relative: str) -> BinaryIO:
         try:

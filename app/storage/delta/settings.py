@@ -15,6 +15,9 @@ class DeltaSettings(BaseSettings):
     delta_compact_every: int = Field(default=5, ge=2, le=10_000)
     delta_checkpoint_every: int = Field(default=100, ge=2, le=100_000)
     delta_log_retention_days: int = Field(default=30, ge=1, le=36_500)
+    # A purge's log cut keeps entries this young: a replica committing meanwhile never reuses
+    # a version number the cut freed (`log_table.DeltaLogTable.expunge`).
+    delta_purge_log_grace_seconds: int = Field(default=300, ge=0, le=86_400)
 
     @field_validator("delta_base_path")
     @classmethod
