@@ -1,9 +1,10 @@
 """`kmflow databricks bootstrap`: every Unity Catalog object the runbook's prerequisites list.
 
 In dependency order: the catalog, the base schema, the three medallion layer schemas, the
-volume, then the `evidence_metadata` table, and kmflow's own `kmflow_claims` (Idempotency-Keys
-and leases every replica sees; the service creates it on first use otherwise, which needs
-CREATE TABLE). The original runbook's SQL created the volume
+volume, then the `evidence_metadata` table, kmflow's own `kmflow_claims` (Idempotency-Keys
+and leases every replica sees) and the evidence lifecycle's `evidence_withdrawals`,
+`engagement_holds` and `evidence_audit` (the service creates these on first use otherwise,
+which needs CREATE TABLE). The original runbook's SQL created the volume
 `kmflow.evidence.raw_evidence` without ever creating its schema `kmflow.evidence`; here, as in
 kmflow's runbook, the base schema comes before anything that lives in it.
 
@@ -32,6 +33,14 @@ from app.governance.uc_objects import (
 )
 from app.governance.unity_catalog import STATEMENT_TIMEOUT_SECONDS, layer_schema
 from app.storage.databricks.claims import CLAIMS_TABLE, create_claims_statement
+from app.storage.databricks.lifecycle_sql import (
+    AUDIT_TABLE,
+    HOLDS_TABLE,
+    WITHDRAWALS_TABLE,
+    create_audit_statement,
+    create_holds_statement,
+    create_withdrawals_statement,
+)
 from app.storage.databricks.sql import StatementRunner, create_table_statement, quote_name
 from app.storage.errors import StorageError
 
@@ -68,6 +77,9 @@ def bootstrap(
     for table, ddl in (
         (METADATA_TABLE, create_table_statement),
         (CLAIMS_TABLE, create_claims_statement),
+        (WITHDRAWALS_TABLE, create_withdrawals_statement),
+        (HOLDS_TABLE, create_holds_statement),
+        (AUDIT_TABLE, create_audit_statement),
     ):
         yield BootstrapStep(
             "table",

@@ -20,6 +20,12 @@ nothing in `app/` knows about it:
 - Files API calls under a volume that was never created answer 404 RESOURCE_DOES_NOT_EXIST
   (MiniLake writes anywhere); volumes listed in `deny_writes` answer 403 PERMISSION_DENIED on
   writes (MiniLake records grants but does not enforce them).
+- Delta table maintenance and history (`DeltaTables`), which DuckDB has no notion of:
+  `REORG TABLE ... APPLY (PURGE)`, `VACUUM ... RETAIN n HOURS` (refused, as Delta's safety
+  check refuses it, below the table's `delta.deletedFileRetentionDuration`, 7 days unless
+  set), `ALTER TABLE ... SET/UNSET TBLPROPERTIES`, `SHOW TBLPROPERTIES`, `DESCRIBE HISTORY`
+  (a version per write), and `delta.appendOnly` from a CREATE TABLE's TBLPROPERTIES: a
+  DELETE or UPDATE of such a table fails as on Databricks. Each is recorded in `maintenance`.
 - Injected faults (`add_fault`): a JSON 429/503 or a delay, for paths matching a pattern
   (and, for statements, SQL text matching one), or a statement that ends FAILED.
 - OAuth M2M (MiniLake has no OAuth endpoints and ignores Authorization), as databricks-sdk
@@ -153,9 +159,117 @@ def bind_parameters(sql: str, parameters: list[dict[str, Any]]) -> str:
     return token.sub(replace, sql)
 
 
+_TABLE_NAME = r"((?:`[^`]*`|[\w$]+)(?:\.(?:`[^`]*`|[\w$]+))*)"
+_REORG = re.compile(rf"^\s*REORG\s+TABLE\s+{_TABLE_NAME}\s+APPLY\s*\(\s*PURGE\s*\)\s*$", re.I)
+_VACUUM = re.compile(rf"^\s*VACUUM\s+{_TABLE_NAME}(?:\s+RETAIN\s+(\d+)\s+HOURS)?\s*$", re.I)
+_SET_PROPERTIES = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+{_TABLE_NAME}\s+SET\s+TBLPROPERTIES\s*\((.*)\)\s*$", re.I | re.S
+)
+_UNSET_PROPERTIES = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+{_TABLE_NAME}\s+UNSET\s+TBLPROPERTIES\s*\((.*)\)\s*$", re.I | re.S
+)
+_SHOW_PROPERTIES = re.compile(
+    rf"^\s*SHOW\s+TBLPROPERTIES\s+{_TABLE_NAME}\s*\(\s*'([^']+)'\s*\)\s*$", re.I
+)
+_HISTORY = re.compile(rf"^\s*DESCRIBE\s+HISTORY\s+{_TABLE_NAME}(?:\s+LIMIT\s+\d+)?\s*$", re.I)
+_CREATE = re.compile(rf"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_TABLE_NAME}", re.I)
+_WRITE = re.compile(
+    rf"^\s*(?:MERGE\s+INTO|INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+{_TABLE_NAME}", re.I
+)
+_PROPERTY = re.compile(r"'([^']+)'\s*(?:=\s*'([^']*)')?")
+_RETENTION = re.compile(r"interval\s+(\d+)\s+(second|minute|hour|day|week)s?", re.I)
+_HOURS_PER = {"second": 1 / 3600, "minute": 1 / 60, "hour": 1, "day": 24, "week": 168}
+
+
+def _table(name: str) -> str:
+    return name.replace("`", "").lower()
+
+
+class DeltaTables:
+    """What the bridge emulates of Delta tables (see the module docstring): their properties,
+    a version count, and the maintenance statements, answered here instead of by DuckDB."""
+
+    def __init__(self) -> None:
+        self.properties: dict[str, dict[str, str]] = {}
+        self.versions: dict[str, int] = {}
+        self.maintenance: list[tuple[str, str]] = []  # (statement kind, table), in order
+
+    def answer(self, sql: str) -> tuple[list[list[Any]], str | None] | None:
+        """(rows, error message or None) for a statement emulated here; None for others."""
+        if match := _REORG.match(sql):
+            return self._done("REORG", match[1])
+        if match := _VACUUM.match(sql):
+            table = _table(match[1])
+            retain = float(match[2]) if match[2] is not None else 168.0
+            configured = self.properties.get(table, {}).get("delta.deletedfileretentionduration")
+            floor = _hours(configured) if configured else 168.0
+            if retain < floor:
+                return [], (
+                    "[DELTA_VACUUM_RETENTION_PERIOD_TOO_SHORT] requirement failed: Are you sure "
+                    "you would like to vacuum files with such a low retention period? (emulated "
+                    "by kmflow's test bridge: below delta.deletedFileRetentionDuration)"
+                )
+            return self._done("VACUUM", match[1])
+        if match := _SET_PROPERTIES.match(sql):
+            table = _table(match[1])
+            for key, value in _PROPERTY.findall(match[2]):
+                self.properties.setdefault(table, {})[key.lower()] = value
+            return self._done("SET TBLPROPERTIES", match[1], version=True)
+        if match := _UNSET_PROPERTIES.match(sql):
+            table = _table(match[1])
+            for key, _ in _PROPERTY.findall(match[2]):
+                self.properties.get(table, {}).pop(key.lower(), None)
+            return self._done("UNSET TBLPROPERTIES", match[1], version=True)
+        if match := _SHOW_PROPERTIES.match(sql):
+            key = match[2]
+            value = self.properties.get(_table(match[1]), {}).get(key.lower())
+            note = f"Table {match[1]} does not have property: {key}"
+            return [[key, value if value is not None else note]], None
+        if match := _HISTORY.match(sql):
+            return [[self.versions.get(_table(match[1]), 0), "", "", "", "WRITE"]], None
+        return None
+
+    def refusal(self, sql: str) -> str | None:
+        """Why Databricks would refuse this write (an append-only table), else None."""
+        match = _WRITE.match(sql)
+        keyword = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        properties = self.properties.get(_table(match[1]), {}) if match else {}
+        if keyword in ("UPDATE", "DELETE") and properties.get("delta.appendonly") == "true":
+            return (
+                "[DELTA_CANNOT_MODIFY_APPEND_ONLY] This table is configured to only allow "
+                "appends (emulated by kmflow's test bridge)"
+            )
+        return None
+
+    def executed(self, sql: str) -> None:
+        """A statement DuckDB ran: a write adds a version; a CREATE keeps its properties."""
+        if match := _WRITE.match(sql):
+            table = _table(match[1])
+            self.versions[table] = self.versions.get(table, 0) + 1
+        elif (match := _CREATE.match(sql)) and "TBLPROPERTIES" in sql.upper():
+            properties = sql[sql.upper().rindex("TBLPROPERTIES") :]
+            for key, value in _PROPERTY.findall(properties):
+                self.properties.setdefault(_table(match[1]), {}).setdefault(key.lower(), value)
+
+    def _done(
+        self, kind: str, name: str, *, version: bool = False
+    ) -> tuple[list[list[Any]], str | None]:
+        table = _table(name)
+        self.maintenance.append((kind, table))
+        if version or kind in ("REORG", "VACUUM"):
+            self.versions[table] = self.versions.get(table, 0) + 1
+        return [], None
+
+
+def _hours(retention: str) -> float:
+    match = _RETENTION.fullmatch(retention.strip())
+    return float(match[1]) * _HOURS_PER[match[2].lower()] if match else 168.0
+
+
 class MiniLakeBridge:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.delta = DeltaTables()
         self.deny_writes: set[str] = set()
         self.faults: list[Fault] = []
         self.statements: list[dict[str, Any]] = []  # as received, before binding
@@ -330,6 +444,10 @@ class MiniLakeBridge:
                                     "message": f"[UNBOUND_SQL_PARAMETER] {missing}"})  # fmt: skip
             return
         warehouse = await self._get(f"/api/2.0/sql/warehouses/{payload.get('warehouse_id')}")
+        if warehouse[1].get("state") != "STOPPED" and await self._delta_statement(
+            payload["statement"], send
+        ):
+            return
         if warehouse[1].get("state") == "STOPPED":
             statement_id = str(uuid.uuid4())
             self._pending.add(statement_id)
@@ -346,9 +464,36 @@ class MiniLakeBridge:
                 "status": {"state": "FAILED", "sql_state": "42000",
                            "error": {"error_code": "BAD_REQUEST", "message": answer["message"]}},
             }  # fmt: skip
+        if status == 200 and (answer.get("status") or {}).get("state") == "SUCCEEDED":
+            self.delta.executed(payload["statement"])
         if status == 200 and payload.get("disposition", "INLINE") == "INLINE":
             answer = self._inline_result(answer)
         await json_answer(send, status, answer)
+
+    async def _delta_statement(self, sql: str, send: Send) -> bool:
+        """Answer a statement `DeltaTables` emulates, or refuses; False for any other."""
+        refusal = self.delta.refusal(sql)
+        emulated = self.delta.answer(sql) if refusal is None else ([], refusal)
+        if emulated is None:
+            return False
+        rows, error = emulated
+        statement_id = str(uuid.uuid4())
+        if error is not None:
+            await json_answer(send, 200, {"statement_id": statement_id, "status": {
+                "state": "FAILED", "sql_state": "42000",
+                "error": {"error_code": "BAD_REQUEST", "message": error}}})  # fmt: skip
+            return True
+        columns = [{"name": f"col{n}", "position": n, "type_name": "STRING"}
+                   for n in range(len(rows[0]) if rows else 0)]  # fmt: skip
+        await json_answer(send, 200, {
+            "statement_id": statement_id, "status": {"state": "SUCCEEDED"},
+            "manifest": {"format": "JSON_ARRAY", "schema": {"column_count": len(columns),
+                         "columns": columns}, "total_row_count": len(rows)},
+            "result": {"chunk_index": 0, "row_offset": 0, "row_count": len(rows),
+                       "data_array": [[None if v is None else str(v) for v in row]
+                                      for row in rows]},
+        })  # fmt: skip
+        return True
 
     def _inline_result(self, answer: dict[str, Any]) -> dict[str, Any]:
         """An INLINE result as Databricks gives it: refused over the 25 MiB limit (counted here

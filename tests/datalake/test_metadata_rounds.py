@@ -102,11 +102,11 @@ def test_a_value_holding_the_field_separator_is_refused_not_split() -> None:
 
 def test_a_lookup_names_each_record_with_four_parameters() -> None:
     records = [record(n, engagement_id="ENG-LOOKUP") for n in range(63)]
-    sql, params = copies_statement("`c`.`s`.`t`", records, per_record=10)
+    sql, params = copies_statement("`c`.`s`.`t`", "`c`.`s`.`w`", records, per_record=10)
     assert len(params) == 252
     assert "ENG-LOOKUP" not in sql and sql.count("LIMIT 10") == 63
     with pytest.raises(ValueError, match="1 to 63 records"):
-        copies_statement("`c`.`s`.`t`", [*records, records[0]], per_record=10)
+        copies_statement("`c`.`s`.`t`", "`c`.`s`.`w`", [*records, records[0]], per_record=10)
 
 
 # -- against MiniLake -------------------------------------------------------------------------
@@ -282,9 +282,12 @@ def test_concurrent_uploads_share_statements_and_each_row_lands_once(
 
     records = upload_many(server, "ENG-C16", connections=16, each=6)
 
-    statements = sum(workspace_speed.statements.values())
-    assert statements / len(records) <= 0.2, workspace_speed.statements
-    assert workspace_speed.statements["MERGE"] < len(records) / 8
+    counts = workspace_speed.statements
+    # Rows and duplicate lookups; the audit trail's INSERTs (one per batch of events, each
+    # shared by the uploads of a round or so) are counted apart.
+    assert (counts["SELECT"] + counts["MERGE"]) / len(records) <= 0.2, counts
+    assert counts["MERGE"] < len(records) / 8
+    assert counts["INSERT"] <= counts["MERGE"] + 1, counts
     stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-C16")]
     assert sorted(stored) == sorted(record["id"] for record in records)  # each exactly once
 

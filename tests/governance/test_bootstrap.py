@@ -21,6 +21,9 @@ def expected_lines(outcome: str, catalog: str, schema: str) -> list[str]:
         f"{outcome:<8} volume  {catalog}.{schema}.raw_evidence",
         f"{outcome:<8} table   {catalog}.{schema}.evidence_metadata",
         f"{outcome:<8} table   {catalog}.{schema}.kmflow_claims",
+        f"{outcome:<8} table   {catalog}.{schema}.evidence_withdrawals",
+        f"{outcome:<8} table   {catalog}.{schema}.engagement_holds",
+        f"{outcome:<8} table   {catalog}.{schema}.evidence_audit",
     ]
 
 
@@ -72,6 +75,9 @@ def test_bootstrap_under_an_existing_catalog_creates_only_what_is_missing(
         f"created  volume  {catalog}.{base_schema}.files",
         f"created  table   {catalog}.{base_schema}.evidence_metadata",
         f"created  table   {catalog}.{base_schema}.kmflow_claims",
+        f"created  table   {catalog}.{base_schema}.evidence_withdrawals",
+        f"created  table   {catalog}.{base_schema}.engagement_holds",
+        f"created  table   {catalog}.{base_schema}.evidence_audit",
     ]
 
 

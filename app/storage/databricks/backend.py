@@ -32,6 +32,12 @@ from app.storage.databricks.client import (
     LazyWorkspaceClient,
     lazy_workspace_client,
 )
+from app.storage.databricks.lifecycle_sql import (
+    WITHDRAWN_SELECT,
+    DatabricksAuditStore,
+    DatabricksLifecycle,
+    withdrawal_join,
+)
 from app.storage.databricks.outbox import MetadataOutbox
 from app.storage.databricks.pending import PENDING_DIRECTORY, PendingRows
 from app.storage.databricks.rows import MetadataRows
@@ -51,9 +57,15 @@ from app.storage.errors import (
     StorageUnavailable,
 )
 from app.storage.health import Facts, Probe
+from app.storage.holds import Hold
 from app.storage.names import stored_file_name
 from app.storage.pagination import decode_cursor, encode_cursor
-from app.storage.records import EvidenceRecord, RecordPage
+from app.storage.records import (
+    EvidenceRecord,
+    RecordPage,
+    Tombstone,
+    record_from_columns,
+)
 from app.storage.staging import StagedFile, owner_is_alive
 
 if TYPE_CHECKING:
@@ -117,6 +129,9 @@ class DatabricksBackend(StorageBackend):
         self.root = self.volume.root
         self.table_name = f"{catalog}.{schema}.evidence_metadata"
         self.table = quote_name(catalog, schema, "evidence_metadata")
+        self.lifecycle = DatabricksLifecycle(self.sql, catalog, schema, self.table)
+        self.audit_store = DatabricksAuditStore(self.lifecycle, self._tables_for_writing)
+        self._joined = withdrawal_join(self.table, self.lifecycle.withdrawals)
         # Both may be LazyWorkspaceClients (see from_settings): built on first use.
         self.client = client
         self.probe_client = probe_client  # short timeouts: health answers fast in an outage
@@ -130,6 +145,7 @@ class DatabricksBackend(StorageBackend):
         self.rows = MetadataRows(
             sql=self.sql,
             table=self.table,
+            withdrawals=self.lifecycle.withdrawals,
             outbox=self.outbox,
             owner=self._staging.owner,
             read=self._read,
@@ -148,6 +164,8 @@ class DatabricksBackend(StorageBackend):
             grace_seconds=longest_merge,
         )
         self._bulk = False
+        # REORG and VACUUM of a large table take minutes, not a statement's usual seconds.
+        self._maintenance_timeout = max(600.0, self.sql.timeout)
         # A result row at its largest, as JSON: the metadata (escaped) and the other columns.
         self._max_row_bytes = 2 * settings.max_metadata_bytes + 8 * 1024
         # The earlier copies found by the round of the upload this thread committed last, for
@@ -200,14 +218,13 @@ class DatabricksBackend(StorageBackend):
         except StorageError as error:  # no client yet: the next use builds one
             logger.error("%s", error)
 
-    def close(self) -> None:
+    def _close_parts(self) -> None:
         self._stopping.set()
         self._wake.set()
         self.rows.close()  # after its round in progress; frees a delivery thread waiting on it
         if self._deliverer.is_alive():
             self._deliverer.join(timeout=30)
         self.outbox.close()
-        super().close()
 
     def _release_dead_claims(self) -> None:
         """Outbox rows a dead process was delivering may be delivered by others now."""
@@ -268,6 +285,9 @@ class DatabricksBackend(StorageBackend):
             logger.warning("cannot tell whether %s has a row: %s", evidence_id, error)
             return True
 
+    def _index(self, record: EvidenceRecord) -> None:
+        self.index_existing(record)
+
     def _remove(self, path: str) -> None:
         try:
             self.volume.remove(path)
@@ -277,8 +297,13 @@ class DatabricksBackend(StorageBackend):
     # -- metadata delivery -----------------------------------------------------------------------
 
     def _ensure_table(self) -> None:
+        """`evidence_metadata` and the lifecycle's tables beside it (once per process)."""
         if not self._table_ready:
-            self.sql.run(create_table_statement(self.table))
+            for statement in [
+                create_table_statement(self.table),
+                *self.lifecycle.create_statements(),
+            ]:
+                self.sql.run(statement)
             self._table_ready = True
 
     @contextmanager
@@ -359,10 +384,12 @@ class DatabricksBackend(StorageBackend):
     def _select(
         self, where: str, params: dict[str, str | int | None], limit: int
     ) -> list[EvidenceRecord]:
+        """Records (`m`) with their withdrawals (`w`), newest first."""
         # Only quoted names, fixed text and an int are formatted in; values are parameters.
         sql = (
-            f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {where} "  # noqa: S608
-            f"ORDER BY stored_at DESC, id DESC LIMIT {int(limit)}"
+            f"SELECT {', '.join(f'm.{name}' for name in COLUMNS)}, {WITHDRAWN_SELECT} "  # noqa: S608
+            f"FROM {self._joined} WHERE {where} "
+            f"ORDER BY m.stored_at DESC, m.id DESC LIMIT {int(limit)}"
         )
         # A page that could pass what an INLINE result may hold comes as EXTERNAL_LINKS.
         large = limit * self._max_row_bytes > INLINE_RESULT_BUDGET_BYTES
@@ -371,26 +398,46 @@ class DatabricksBackend(StorageBackend):
     def _read(
         self, sql: str, params: Mapping[str, SqlValue] | None = None, *, large: bool = False
     ) -> list[list[Any]]:
-        """A query of the table; a table that does not exist yet (a fresh deployment, a dry
-        run before the first write) holds no rows rather than failing."""
-        if not self._table_ready:
-            try:
-                exists = self.client.tables.exists(self.table_name).table_exists
-            except TRANSPORT_ERRORS as error:
-                raise StorageUnavailable(f"cannot look up {self.table_name}: {error}") from error
-            if not exists:
-                return []
-            self._table_ready = True
+        """A query of the tables; where `evidence_metadata` does not exist yet (a fresh
+        deployment, a dry run before the first write) it holds no rows rather than failing.
+        Where it exists, the lifecycle's tables are made beside it first."""
+        if not self._tables_exist():
+            return []
         return self.sql.run(sql, params, large=large)
+
+    def _tables_exist(self) -> bool:
+        """Whether `evidence_metadata` exists; where it does, the lifecycle's tables are made
+        beside it if missing. Asked of Unity Catalog, not the warehouse: it answers while a
+        warehouse is stopped, and DDL is sent only for a table actually missing."""
+        if self._table_ready:
+            return True
+        try:
+            missing = [
+                name
+                for name in (self.table_name, *self.lifecycle.table_names)
+                if not self.client.tables.exists(name).table_exists
+            ]
+        except TRANSPORT_ERRORS as error:
+            raise StorageUnavailable(f"cannot look up {self.table_name}: {error}") from error
+        if self.table_name in missing:
+            return False
+        if missing:
+            self._ensure_table()
+        self._table_ready = True
+        return True
+
+    def _tables_for_writing(self) -> None:
+        if not self._tables_exist():
+            self._ensure_table()
 
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
         for record in self.outbox.queued_for(engagement_id):
             if record.id == evidence_id:
-                return record
+                return self._with_withdrawals([record])[0]
         failure: StorageUnavailable | None = None
         try:
             rows = self._select(
-                "id = :id AND engagement_id = :engagement_id",
+                "m.id = :id AND m.engagement_id = :engagement_id",
                 {"id": evidence_id, "engagement_id": engagement_id},
                 1,
             )
@@ -401,10 +448,23 @@ class DatabricksBackend(StorageBackend):
         # Acknowledged by any replica while the warehouse did not take its row.
         pending = self.pending.read(evidence_id)
         if pending is not None and pending.engagement_id == engagement_id:
-            return pending
+            return pending if failure is not None else self._with_withdrawals([pending])[0]
         if failure is not None:
             raise failure
         return None
+
+    def _with_withdrawals(self, records: list[EvidenceRecord]) -> list[EvidenceRecord]:
+        """Records not in the table yet (outbox, pending), as tombstones where withdrawn:
+        a record may be withdrawn before its row arrives."""
+        if not records:
+            return records
+        found = self.lifecycle.withdrawals_of([record.id for record in records])
+        return [
+            record_from_columns(record.model_dump() | found[record.id])
+            if record.id in found
+            else record
+            for record in records
+        ]
 
     def rows_waiting(self) -> int:
         """Rows acknowledged or copied but not in the table yet: in this machine's outbox and
@@ -431,20 +491,30 @@ class DatabricksBackend(StorageBackend):
         return held
 
     def _list(
-        self, engagement_id: str, limit: int, cursor: str | None, content_hash: str | None
+        self,
+        engagement_id: str,
+        limit: int,
+        cursor: str | None,
+        content_hash: str | None,
+        include_withdrawn: bool,
     ) -> RecordPage:
-        where = "engagement_id = :engagement_id"
+        where = "m.engagement_id = :engagement_id"
         params: dict[str, str | int | None] = {"engagement_id": engagement_id}
         pending = self.outbox.queued_for(engagement_id) + self.pending.written_here(engagement_id)
         if content_hash is not None:
-            where += " AND content_hash = :content_hash"
+            where += " AND m.content_hash = :content_hash"
             params["content_hash"] = content_hash
             pending = [r for r in pending if r.content_hash == content_hash]
+        if not include_withdrawn:
+            where += " AND w.id IS NULL"
         if cursor is not None:
             stored_at, last_id = decode_cursor(cursor)
-            where += " AND (stored_at < :stored_at OR (stored_at = :stored_at AND id < :id))"
+            where += " AND (m.stored_at < :stored_at OR (m.stored_at = :stored_at AND m.id < :id))"
             params |= {"stored_at": stored_at, "id": last_id}
             pending = [r for r in pending if (r.stored_at, r.id) < (stored_at, last_id)]
+        pending = self._with_withdrawals(pending)
+        if not include_withdrawn:
+            pending = [r for r in pending if not isinstance(r, Tombstone)]
         merged = {record.id: record for record in self._select(where, params, limit + 1)}
         merged |= {record.id: record for record in pending}
         ordered = sorted(merged.values(), key=lambda r: (r.stored_at, r.id), reverse=True)
@@ -463,6 +533,45 @@ class DatabricksBackend(StorageBackend):
 
     def _stored_size(self, record: EvidenceRecord) -> int | None:
         return self.volume.size(record.volume_path)
+
+    # -- the evidence lifecycle: tables beside evidence_metadata (`lifecycle_sql`) -----------
+
+    def _record_withdrawal(self, tombstone: Tombstone) -> None:
+        self._tables_for_writing()
+        self.lifecycle.record_withdrawal(tombstone)
+
+    def _hold(self, engagement_id: str) -> Hold | None:
+        return self.lifecycle.hold(engagement_id) if self._tables_exist() else None
+
+    def _place_hold(self, hold: Hold) -> None:
+        self._tables_for_writing()
+        self.lifecycle.place_hold(hold)
+
+    def _release_hold(self, engagement_id: str) -> None:
+        if self._tables_exist():
+            self.lifecycle.release_hold(engagement_id)
+
+    def _audit_store(self) -> DatabricksAuditStore:
+        return self.audit_store
+
+    def _delete_engagement_rows(self, engagement_id: str) -> dict[str, object]:
+        """Rows in the tables, rows on their way (this machine's outbox, pending records in
+        the Volume from any replica)."""
+        queued = [record.id for record in self.outbox.queued_for(engagement_id)]
+        self.outbox.remove(queued)
+        pending = self.pending.remove_engagement(engagement_id)
+        if self._tables_exist():
+            self.lifecycle.delete_engagement(engagement_id)
+        return {"queued_rows_removed": len(queued), "pending_records_removed": pending}
+
+    def _expunge(self) -> dict[str, object]:
+        return self.lifecycle.expunge(self._maintenance_timeout) if self._tables_exist() else {}
+
+    def _sweep_engagement(self, engagement_id: str) -> list[str]:
+        try:
+            return self.volume.remove_tree(f"{self.root}/{engagement_id}")
+        except UNREACHABLE as error:
+            raise StorageUnavailable(f"Databricks Files API unavailable: {error}") from error
 
     def stored_sizes(self, records: Sequence[EvidenceRecord]) -> dict[str, int | None]:
         return self.volume.sizes(records)

@@ -179,6 +179,17 @@ class PendingRows:
         local = (self._staging_root / f"{writer}{LOCK_SUFFIX}").exists()
         return local and not owner_is_alive(self._staging_root, writer)
 
+    def remove_engagement(self, engagement_id: str) -> int:
+        """A purge: remove every pending record of the engagement (each file read once to
+        know its engagement); how many."""
+        mine = []
+        for evidence_id in self._list():
+            found = self._read(evidence_id)
+            if found is not None and found[1].engagement_id == engagement_id:
+                mine.append(evidence_id)
+        self._remove(mine)
+        return len(mine)
+
     def ids(self) -> set[str]:
         """The ids of every pending record in the Volume now."""
         return set(self._list())

@@ -77,6 +77,7 @@ class MetadataRows:
         *,
         sql: StatementRunner,
         table: str,
+        withdrawals: str,
         outbox: MetadataOutbox,
         owner: str,
         read: Read,
@@ -87,6 +88,7 @@ class MetadataRows:
         self.outbox = outbox
         self._sql = sql
         self._table = table
+        self._withdrawals = withdrawals
         self._owner = owner
         self._read = read
         self._ensure_table = ensure_table
@@ -216,7 +218,10 @@ class MetadataRows:
         in_table: list[list[tuple[str, str]]] = [[] for _ in records]
         for start in range(0, len(records), MAX_LOOKUPS):
             sql, params = copies_statement(
-                self._table, records[start : start + MAX_LOOKUPS], MAX_EARLIER_COPIES
+                self._table,
+                self._withdrawals,
+                records[start : start + MAX_LOOKUPS],
+                MAX_EARLIER_COPIES,
             )
             metrics.METADATA_STATEMENTS.labels("SELECT").inc()
             for position, row_id, stored_at in self._read(sql, params):

@@ -35,7 +35,12 @@ from databricks.sdk.service.sql import (
 )
 
 from app.storage.errors import InvalidInput, StorageMisconfigured, StorageUnavailable
-from app.storage.records import RECORD_COLUMNS, EvidenceRecord
+from app.storage.records import (
+    RECORD_COLUMNS,
+    WITHDRAWN_FIELDS,
+    EvidenceRecord,
+    record_from_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,20 +180,22 @@ def merge_rows_statement(
 
 
 def copies_statement(
-    table: str, records: Sequence[EvidenceRecord], per_record: int
+    table: str, withdrawals: str, records: Sequence[EvidenceRecord], per_record: int
 ) -> tuple[str, dict[str, SqlValue]]:
     """For each record, the `per_record` newest rows with its bytes in its engagement stored
-    before it, tagged with the record's position: one statement for a round's uploads."""
+    before it and not withdrawn, tagged with the record's position: one statement for a
+    round's uploads."""
     if not 0 < len(records) <= MAX_LOOKUPS:
         raise ValueError(f"a lookup takes 1 to {MAX_LOOKUPS} records, not {len(records)}")
     params: dict[str, SqlValue] = {}
     selects = []
     for n, record in enumerate(records):
-        selects.append(  # only a quoted name, marker names and ints are formatted in
-            f"(SELECT {n} AS k, id, stored_at FROM {table}"  # noqa: S608
-            f" WHERE engagement_id = :e_{n} AND content_hash = :h_{n}"
-            f" AND (stored_at < :s_{n} OR (stored_at = :s_{n} AND id < :i_{n}))"
-            f" ORDER BY stored_at DESC, id DESC LIMIT {int(per_record)})"
+        selects.append(  # only quoted names, marker names and ints are formatted in
+            f"(SELECT {n} AS k, m.id, m.stored_at FROM {table} AS m"  # noqa: S608
+            f" WHERE m.engagement_id = :e_{n} AND m.content_hash = :h_{n}"
+            f" AND (m.stored_at < :s_{n} OR (m.stored_at = :s_{n} AND m.id < :i_{n}))"
+            f" AND NOT EXISTS (SELECT 1 FROM {withdrawals} AS w WHERE w.id = m.id)"
+            f" ORDER BY m.stored_at DESC, m.id DESC LIMIT {int(per_record)})"
         )
         params |= {
             f"e_{n}": record.engagement_id,
@@ -200,10 +207,12 @@ def copies_statement(
 
 
 def record_from_row(row: Sequence[Any]) -> EvidenceRecord:
-    """Real Databricks returns every value as a string; emulators may return native types."""
-    values = dict(zip(COLUMNS, row, strict=True))
+    """A row of `evidence_metadata` joined with its withdrawal's columns (null for a live
+    record: `lifecycle_sql.withdrawal_join`). Real Databricks returns every value as a
+    string; emulators may return native types."""
+    values = dict(zip((*COLUMNS, *WITHDRAWN_FIELDS), row, strict=True))
     values["size_bytes"] = int(values["size_bytes"])
-    return EvidenceRecord(**values)
+    return record_from_columns(values)
 
 
 class StatementRunner:

@@ -178,6 +178,27 @@ class Volume:
                     modified_at=utc_timestamp(modified),
                 )
 
+    def remove_tree(self, directory: str) -> list[str]:
+        """Delete every file under `directory` (a Volume path), then its directories; the
+        files' paths. Unreachable Databricks raises (see UNREACHABLE)."""
+        removed: list[str] = []
+        directories: list[str] = []
+        pending = [directory.rstrip("/")]
+        while pending:
+            current = pending.pop()
+            directories.append(current)
+            for entry in self._entries(current):
+                path = (entry.path or "").rstrip("/")
+                if entry.is_directory:
+                    pending.append(path)
+                else:
+                    self.remove(path)
+                    removed.append(path)
+        for emptied in reversed(directories):  # deepest first
+            with contextlib.suppress(NotFound):
+                self.client.files.delete_directory(emptied)
+        return removed
+
     def _entries(self, directory: str) -> list[DirectoryEntry]:
         """A Volume directory's entries; none if it does not exist."""
         try:
