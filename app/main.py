@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI
 from app import __version__
 from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
-from app.api.routes import evidence, health, metrics
+from app.api.routes import audit, engagements, evidence, health, metrics
 from app.api.threads import request_threads
 from app.api.upload_fast_path import UploadFastPath
 from app.observability.middleware import ObservabilityMiddleware
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(evidence.router, prefix=API_PREFIX)
+    app.include_router(engagements.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     return app
 

@@ -20,13 +20,16 @@ from app.storage.errors import (
     DigestMismatch,
     EvidenceExists,
     EvidenceNotFound,
+    EvidenceWithdrawn,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidInput,
+    LegalHoldActive,
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
 )
+from app.storage.records import Tombstone
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,12 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(
         default=None, description="Also in the X-Request-ID header and the request's log lines."
     )
+
+
+class WithdrawnBody(ErrorBody):
+    """A 410: the record was withdrawn; its tombstone says when, by whom and why."""
+
+    tombstone: Tombstone
 
 
 class ApiError(Exception):
@@ -70,6 +79,8 @@ def malformed_request(detail: str) -> ApiError:
 
 _STORAGE_STATUS: list[tuple[type[StorageError], int, str]] = [
     (EvidenceNotFound, 404, "not_found"),
+    (EvidenceWithdrawn, 410, "withdrawn"),
+    (LegalHoldActive, 409, "legal_hold"),
     (EvidenceExists, 409, "conflict"),
     (DigestMismatch, 400, "digest_mismatch"),
     (IdempotencyKeyReused, 409, "idempotency_key_reused"),
@@ -99,11 +110,26 @@ def api_error_response(error: ApiError) -> JSONResponse:
     return error_response(error.status_code, error.code, error.detail, error.headers)
 
 
+def error_code(error: StorageError) -> str:
+    """The `error` code the API answers `error` with (also an audit event's outcome)."""
+    return next(
+        (code for kind, _, code in _STORAGE_STATUS if isinstance(error, kind)), "internal_error"
+    )
+
+
 def storage_error_response(error: StorageError) -> JSONResponse:
     for kind, status_code, code in _STORAGE_STATUS:
         if isinstance(error, kind):
             if status_code >= 500:
                 logger.error("storage error: %s", error)
+            if isinstance(error, EvidenceWithdrawn):
+                body = WithdrawnBody(
+                    error=code,
+                    detail=str(error),
+                    request_id=current_request_id(),
+                    tombstone=error.tombstone,  # type: ignore[arg-type]
+                )
+                return JSONResponse(body.model_dump(), status_code=status_code)
             return error_response(status_code, code, str(error))
     logger.error("unmapped storage error: %s", error)
     return error_response(500, "internal_error", "internal error")

@@ -40,8 +40,10 @@ class UploadFastPath:
         request_context.note_route_template(UPLOAD_PATH)
         response: Response
         try:
-            check_api_key(scope, bearer_token(request.headers.get("authorization")), state.settings)
-            response = await store_upload(request, state.storage, state.settings)
+            principal = check_api_key(
+                scope, bearer_token(request.headers.get("authorization")), state.settings
+            )
+            response = await store_upload(request, state.storage, state.settings, principal)
         except ApiError as error:
             response = api_error_response(error)
         except StorageError as error:

@@ -1,4 +1,5 @@
-"""Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range).
+"""Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range),
+withdraw a record. Uploads, content reads and withdrawals are recorded in the audit trail.
 
 Longer than most modules: each route's OpenAPI text (built from the storage patterns) stays
 beside the route it documents.
@@ -12,14 +13,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from app.api import API_PREFIX, digests
+from app.api.audit_events import record_event, refusals_recorded
 from app.api.byte_ranges import ByteRange, etag_matches, requested_range
-from app.api.deps import AppSettings, Storage, require_api_key
-from app.api.errors import ERROR_RESPONSES, ApiError, invalid_request
+from app.api.deps import AppSettings, CurrentPrincipal, Principal, Storage, require_api_key
+from app.api.errors import ERROR_RESPONSES, ApiError, WithdrawnBody, invalid_request
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.api.threads import in_thread
@@ -31,7 +33,13 @@ from app.storage.idempotency import KEY_PATTERN_TEXT, validate_key
 from app.storage.metadata_json import decode_metadata
 from app.storage.names import ENGAGEMENT_ID_PATTERN, SHA256_HEX_ANY_CASE_PATTERN
 from app.storage.pagination import MAX_PAGE_SIZE
-from app.storage.records import EvidenceRecord, RecordPage, UploadOutcome
+from app.storage.records import (
+    MAX_REASON_CHARS,
+    EvidenceRecord,
+    RecordPage,
+    Tombstone,
+    UploadOutcome,
+)
 
 router = APIRouter(
     prefix="/evidence",
@@ -114,13 +122,17 @@ class UploadResponse(EvidenceRecord):
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY, "parameters": UPLOAD_HEADERS},
     summary="Upload one evidence file (streamed; any part order)",
 )
-async def upload_evidence(request: Request, storage: Storage, settings: AppSettings) -> Response:
+async def upload_evidence(
+    request: Request, storage: Storage, settings: AppSettings, principal: CurrentPrincipal
+) -> Response:
     """The OpenAPI declaration of the route (and its answer wherever `UploadFastPath` is not
     installed); `store_upload` does the work."""
-    return await store_upload(request, storage, settings)
+    return await store_upload(request, storage, settings, principal)
 
 
-async def store_upload(request: Request, storage: StorageBackend, settings: Settings) -> Response:
+async def store_upload(
+    request: Request, storage: StorageBackend, settings: Settings, principal: Principal
+) -> Response:
     """The upload, as a plain Starlette handler: `UploadFastPath` calls it without FastAPI's
     per-request machinery. Headers are read here rather than as FastAPI Header parameters
     (documented in UPLOAD_HEADERS) for the same reason."""
@@ -165,7 +177,15 @@ async def store_upload(request: Request, storage: StorageBackend, settings: Sett
         raise
     assert body is not None
     outcome = await in_thread(
-        _upload, storage, body, engagement_id, file_name, metadata, expected, idempotency_key
+        _upload,
+        storage,
+        principal,
+        body,
+        engagement_id,
+        file_name,
+        metadata,
+        expected,
+        idempotency_key,
     )
     record = outcome.record
     request_context.note(engagement_id=record.engagement_id, evidence_id=record.id)
@@ -205,6 +225,7 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
 
 def _upload(
     storage: StorageBackend,
+    principal: Principal,
     body: FileBody,
     engagement_id: str,
     file_name: str,
@@ -212,20 +233,30 @@ def _upload(
     expected_sha256: str | None,
     idempotency_key: str | None,
 ) -> UploadOutcome:
-    """All of an upload's remaining disk work in one worker-thread trip."""
+    """All of an upload's remaining disk work, and its audit event, in one worker-thread trip."""
     try:
         staged = body.finish()
     except BaseException:
         body.discard()
         raise
-    return storage.upload(  # consumes `staged`
-        staged,
+    with refusals_recorded(storage, principal, "upload", engagement_id):
+        outcome = storage.upload(  # consumes `staged`
+            staged,
+            engagement_id,
+            file_name,
+            metadata,
+            expected_sha256=expected_sha256,
+            idempotency_key=idempotency_key,
+        )
+    record_event(
+        storage,
+        principal,
+        "upload",
         engagement_id,
-        file_name,
-        metadata,
-        expected_sha256=expected_sha256,
-        idempotency_key=idempotency_key,
+        evidence_id=outcome.record.id,
+        outcome="replayed" if outcome.replayed else "ok",
     )
+    return outcome
 
 
 @router.get("/{engagement_id}", response_model=RecordPage, summary="List an engagement")
@@ -237,16 +268,84 @@ async def list_evidence(
     content_hash: Annotated[
         str | None, Query(description="Only records of the bytes with this SHA-256 (hex).")
     ] = None,
-) -> RecordPage:
+    include_withdrawn: Annotated[
+        bool, Query(description="List withdrawn records (tombstones) too.")
+    ] = False,
+) -> Response:
     """Newest first: by `stored_at`, then `id`, both descending."""
-    return await in_thread(
-        storage.list, engagement_id, limit=limit, cursor=cursor, content_hash=content_hash
+    page = await in_thread(
+        storage.list,
+        engagement_id,
+        limit=limit,
+        cursor=cursor,
+        content_hash=content_hash,
+        include_withdrawn=include_withdrawn,
+    )
+    # Serialised here: FastAPI would validate the page again as RecordPage, and a tombstone's
+    # fields would not survive that.
+    return Response(page.model_dump_json(), media_type="application/json")
+
+
+WITHDRAWN_RESPONSE: dict[int | str, dict[str, Any]] = {
+    410: {"model": WithdrawnBody, "description": "Withdrawn: the body holds the tombstone."}
+}
+
+
+@router.get(
+    "/{engagement_id}/{evidence_id}", response_model=EvidenceRecord, responses=WITHDRAWN_RESPONSE
+)
+async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -> EvidenceRecord:
+    return await in_thread(storage.get, engagement_id, evidence_id)
+
+
+class Withdrawal(BaseModel):
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        description="Why the record is withdrawn (kept in its tombstone and the audit trail).",
+        examples=["uploaded to the wrong engagement"],
     )
 
 
-@router.get("/{engagement_id}/{evidence_id}", response_model=EvidenceRecord)
-async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -> EvidenceRecord:
-    return await in_thread(storage.get, engagement_id, evidence_id)
+@router.delete(
+    "/{engagement_id}/{evidence_id}",
+    response_model=Tombstone,
+    summary="Withdraw a record: its bytes are removed, its record stays as a tombstone",
+)
+async def withdraw_evidence(
+    engagement_id: str,
+    evidence_id: str,
+    storage: Storage,
+    principal: CurrentPrincipal,
+    withdrawal: Annotated[Withdrawal, Body()],
+) -> Tombstone:
+    """Idempotent: withdrawing again answers the first withdrawal's tombstone. 409
+    `legal_hold` while the engagement is held; 404 for an unknown id."""
+    return await in_thread(
+        _withdraw, storage, principal, engagement_id, evidence_id, withdrawal.reason
+    )
+
+
+def _withdraw(
+    storage: StorageBackend,
+    principal: Principal,
+    engagement_id: str,
+    evidence_id: str,
+    reason: str,
+) -> Tombstone:
+    with refusals_recorded(storage, principal, "withdraw", engagement_id, evidence_id):
+        tombstone = storage.withdraw(engagement_id, evidence_id, reason, principal.name)
+        record_event(
+            storage,
+            principal,
+            "withdraw",
+            engagement_id,
+            evidence_id=evidence_id,
+            detail={"reason": reason},
+            durably=True,  # a 200 means the trail has it
+        )
+    request_context.note(engagement_id=engagement_id, evidence_id=evidence_id)
+    return tombstone
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -260,17 +359,22 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/{engagement_id}/{evidence_id}/content",
     response_class=StreamingResponse,
-    responses=CONTENT_RESPONSES,
+    responses=CONTENT_RESPONSES | WITHDRAWN_RESPONSE,
     summary="The stored bytes; one byte range with Range, 304 with If-None-Match",
 )
 async def get_evidence_content(
-    request: Request, engagement_id: str, evidence_id: str, storage: Storage
+    request: Request,
+    engagement_id: str,
+    evidence_id: str,
+    storage: Storage,
+    principal: CurrentPrincipal,
 ) -> Response:
-    record = await in_thread(storage.get, engagement_id, evidence_id)
+    with refusals_recorded(storage, principal, "read", engagement_id, evidence_id):
+        record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
     if answer.status_code == 304:
         return Response(status_code=304, headers=answer.headers)
-    stream = await in_thread(storage.open, record, answer.byte_range.start)
+    stream = await in_thread(_open_recorded, storage, principal, record, answer)
     return StreamingResponse(
         _chunks(stream, answer.byte_range.length),
         status_code=answer.status_code,
@@ -279,9 +383,25 @@ async def get_evidence_content(
     )
 
 
+def _open_recorded(
+    storage: StorageBackend, principal: Principal, record: EvidenceRecord, answer: _ContentAnswer
+) -> BinaryIO:
+    """Open the bytes and record the read, in one thread trip; the event is queued, so the
+    download never waits for the audit trail's store (unless its queue is full: `admit`)."""
+    storage.audit.admit()
+    stream = storage.open(record, answer.byte_range.start)
+    detail = None
+    if answer.status_code == 206:
+        detail = {"range": answer.headers["Content-Range"]}
+    record_event(
+        storage, principal, "read", record.engagement_id, evidence_id=record.id, detail=detail
+    )
+    return stream
+
+
 @router.head(
     "/{engagement_id}/{evidence_id}/content",
-    responses=CONTENT_RESPONSES,
+    responses=CONTENT_RESPONSES | WITHDRAWN_RESPONSE,
     summary="The headers a GET of the bytes would get",
 )
 async def head_evidence_content(
