@@ -1,5 +1,5 @@
 """The `kmflow` command: one parser, each command group in a module of this package, each a
-thin layer over the rest of `app` (serve, delta, governance, migrate, client)."""
+thin layer over the rest of `app` (serve, delta, governance, migrate, purge, client)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from app.cli.client import add_client_commands
 from app.cli.delta import add_delta_commands
 from app.cli.governance import add_governance_commands
 from app.cli.migrate import add_migrate_command
+from app.cli.purge import add_purge_command
 from app.cli.serve import add_serve_command
 from app.config import ConfigError
 from app.storage.errors import BackendNotInstalled, StorageMisconfigured
@@ -41,5 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_delta_commands(commands)
     add_governance_commands(commands)
     add_migrate_command(commands)
+    add_purge_command(commands)
     add_client_commands(commands)
     return parser
