@@ -15,6 +15,11 @@ to the recorded `content_hash`. That makes a migration
   (staged files, unfinished uploads), and the next run copies the rest;
 - honest about conflicts: the same id with different bytes is reported, never overwritten.
 
+The evidence lifecycle moves with the records: a withdrawn record's tombstone is copied as
+a tombstone (it has no bytes; a record the target holds live is withdrawn there), and each
+engagement's audit trail and legal hold are copied as they are (events by id, so a rerun adds
+none twice).
+
 A bare directory laid out as `<engagement_id>/<file>` (no index) can be a source too: a file
 named `<32 hex>_<name>` (kmflow's own layout) keeps that id, any other file gets an id derived
 from its path, so reruns still recognise it. Plan, copy and final check are one procedure
@@ -34,10 +39,11 @@ from typing import BinaryIO, TextIO
 from app.progress import Progress
 from app.storage.base import StorageBackend
 from app.storage.digest import sha256_of
-from app.storage.errors import InvalidInput, StorageError
+from app.storage.errors import EvidenceNotFound, InvalidInput, StorageError
 from app.storage.names import clean_file_name, evidence_id_for_file, validate_engagement_id
 from app.storage.pagination import MAX_PAGE_SIZE
-from app.storage.records import EvidenceRecord, utc_timestamp
+from app.storage.records import EvidenceRecord, Tombstone, utc_timestamp
+from app.storage.walk import all_events, all_records
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,18 @@ class MigrationPlan:
     # The target holds these, as checked: the target's record of each.
     skipped: list[EvidenceRecord] = field(default_factory=list)
     refused: list[tuple[MigrationItem, str]] = field(default_factory=list)
+    # Withdrawn in the source: the tombstones the target lacks, and those it has already.
+    to_withdraw: list[Tombstone] = field(default_factory=list)
+    tombstones_there: int = 0
 
     @property
     def records(self) -> int:
+        """Records with bytes (tombstones are counted apart)."""
         return len(self.to_copy) + len(self.to_put_back) + len(self.skipped) + len(self.refused)
+
+    @property
+    def tombstones(self) -> int:
+        return len(self.to_withdraw) + self.tombstones_there
 
     @property
     def bytes_to_copy(self) -> int:
@@ -79,10 +93,18 @@ class MigrationReport:
     # The target's records of everything copied, put back or skipped, checked at the end.
     in_target: list[EvidenceRecord] = field(default_factory=list)
     present: int | None = None  # of `in_target`, how many the check found; None: not checked
+    tombstones: int = 0  # of the source
+    tombstones_present: int | None = None  # how many the check found withdrawn in the target
+    events_copied: int = 0
+    holds_copied: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.present == self.records
+        return (
+            not self.failures
+            and self.present == self.records
+            and self.tombstones_present == self.tombstones
+        )
 
     def summary(self) -> str:
         lines = [
@@ -98,13 +120,20 @@ class MigrationReport:
                 f"in the target: {self.present} of the source's {self.records} records, with "
                 "their recorded size (checked after copying)"
             )
+        if self.tombstones or self.events_copied or self.holds_copied:
+            lines.append(
+                f"withdrawn: {self.tombstones_present} of the source's {self.tombstones} "
+                f"tombstones in the target; audit events copied: {self.events_copied}; legal "
+                f"holds copied: {self.holds_copied}"
+            )
         return "\n".join(lines)
 
 
 def backend_items(backend: StorageBackend) -> Iterator[MigrationItem]:
-    """Every record of every engagement, with its bytes opened on demand."""
+    """Every record of every engagement, tombstones included, with its bytes opened on
+    demand (a tombstone has none: it is never opened)."""
     for engagement_id in backend.engagements():
-        for record in all_records(backend, engagement_id):
+        for record in all_records(backend, engagement_id, include_withdrawn=True):
             yield MigrationItem(record, partial(backend.open, record), record.volume_path)
 
 
@@ -153,9 +182,24 @@ def plan_migration(
             plan.refused.append((item, str(error)))
             continue
         if record.engagement_id not in known:
-            held = all_records(target, record.engagement_id) if target is not None else ()
+            held = (
+                all_records(target, record.engagement_id, include_withdrawn=True)
+                if target is not None
+                else ()
+            )
             known[record.engagement_id] = {existing.id: existing for existing in held}
         existing = known[record.engagement_id].get(record.id)
+        if isinstance(record, Tombstone):
+            if isinstance(existing, Tombstone):
+                plan.tombstones_there += 1
+            else:
+                plan.to_withdraw.append(record)
+            continue
+        if isinstance(existing, Tombstone):
+            plan.refused.append(
+                (item, f"{record.id} is withdrawn in the target; its bytes are not copied back")
+            )
+            continue
         if existing is None:
             plan.to_copy.append(item)
             known[record.engagement_id][record.id] = record
@@ -224,10 +268,20 @@ def _target_hash(target: StorageBackend, record: EvidenceRecord) -> str:
 
 
 def run_migration(
-    plan: MigrationPlan, target: StorageBackend, *, workers: int, progress_stream: TextIO | None
+    plan: MigrationPlan,
+    target: StorageBackend,
+    *,
+    workers: int,
+    progress_stream: TextIO | None,
+    source: StorageBackend | None = None,
 ) -> MigrationReport:
+    """Copy what the plan says; with a `source` backend, then its engagements' audit trails
+    and legal holds too."""
     report = MigrationReport(
-        skipped=len(plan.skipped), in_target=list(plan.skipped), records=plan.records
+        skipped=len(plan.skipped),
+        in_target=list(plan.skipped),
+        records=plan.records,
+        tombstones=plan.tombstones,
     )
     report.failures += [(item.origin, reason) for item, reason in plan.refused]
     files = len(plan.to_copy) + len(plan.to_put_back)
@@ -258,13 +312,53 @@ def run_migration(
     except StorageError as error:  # the target's final step (Databricks: metadata rows)
         report.failures.append(("metadata", str(error)))
     progress.finish()
+    for tombstone in plan.to_withdraw:  # after the records: a bulk's rows are in by now
+        try:
+            target.restore_tombstone(tombstone)
+        except StorageError as error:
+            report.failures.append((tombstone.volume_path, f"tombstone: {error}"))
+    if source is not None:
+        _copy_lifecycle(source, target, report)
     try:
         sizes = target.stored_sizes(report.in_target)
+        report.tombstones_present = _tombstones_in(target, plan)
     except StorageError as error:
         report.failures.append(("check", f"cannot check the target: {error}"))
     else:
         report.present = sum(sizes[record.id] == record.size_bytes for record in report.in_target)
     return report
+
+
+def _tombstones_in(target: StorageBackend, plan: MigrationPlan) -> int:
+    """How many of the source's tombstones the target holds withdrawn, as checked now."""
+    found = plan.tombstones_there
+    for tombstone in plan.to_withdraw:
+        try:
+            held = target.get(tombstone.engagement_id, tombstone.id, include_withdrawn=True)
+        except EvidenceNotFound:
+            continue
+        found += isinstance(held, Tombstone)
+    return found
+
+
+def _copy_lifecycle(
+    source: StorageBackend, target: StorageBackend, report: MigrationReport
+) -> None:
+    """Each engagement's audit events (those the target lacks, by id) and legal hold."""
+    try:
+        engagements = sorted(set(source.engagements()) | set(source.audit.store.engagements()))
+        for engagement_id in engagements:
+            there = {event.id for event in all_events(target, engagement_id)}
+            missing = [e for e in all_events(source, engagement_id) if e.id not in there]
+            for start in range(0, len(missing), MAX_PAGE_SIZE):
+                target.audit.store.append(missing[start : start + MAX_PAGE_SIZE])
+            report.events_copied += len(missing)
+            hold = source.hold(engagement_id)
+            if hold is not None and target.hold(engagement_id) is None:
+                target.restore_hold(hold)
+                report.holds_copied += 1
+    except StorageError as error:
+        report.failures.append(("audit trail and holds", str(error)))
 
 
 def describe_plan(plan: MigrationPlan) -> str:
@@ -282,6 +376,11 @@ def describe_plan(plan: MigrationPlan) -> str:
         for item, existing in plan.to_put_back
     ]
     lines += [f"  REFUSE {item.origin}: {reason}" for item, reason in plan.refused]
+    if plan.tombstones:
+        lines.append(
+            f"withdrawn: {len(plan.to_withdraw)} tombstone(s) to copy, "
+            f"{plan.tombstones_there} already there"
+        )
     return "\n".join(lines)
 
 
@@ -312,16 +411,6 @@ class _CountingReader:
         data = self._stream.read(size)
         self._progress.advance(nbytes=len(data))
         return data
-
-
-def all_records(backend: StorageBackend, engagement_id: str) -> Iterator[EvidenceRecord]:
-    cursor = None
-    while True:
-        page = backend.list(engagement_id, limit=MAX_PAGE_SIZE, cursor=cursor)
-        yield from page.items
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
 
 
 def _open_binary(path: Path) -> BinaryIO:

@@ -103,7 +103,7 @@ def run_migrate(args: argparse.Namespace) -> int:
             items = directory_items(root)
         else:
             items = backend_items(source)
-        return _migrate(args, items, target)
+        return _migrate(args, items, target, source)
     finally:
         if target is not None:
             target.close()
@@ -111,7 +111,12 @@ def run_migrate(args: argparse.Namespace) -> int:
             source.close()
 
 
-def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None) -> int:
+def _migrate(
+    args: argparse.Namespace,
+    items: Any,
+    target: StorageBackend | None,
+    source: StorageBackend | None,
+) -> int:
     try:
         plan = plan_migration(items, target, verify=args.verify, workers=args.workers)
     except StorageError as error:
@@ -122,7 +127,9 @@ def _migrate(args: argparse.Namespace, items: Any, target: StorageBackend | None
         print("dry run: nothing was copied")
         return 1 if plan.refused else 0
     assert target is not None  # only a dry run plans against a target that does not exist
-    report = run_migration(plan, target, workers=args.workers, progress_stream=sys.stderr)
+    report = run_migration(
+        plan, target, workers=args.workers, progress_stream=sys.stderr, source=source
+    )
     print(report.summary())
     return 0 if report.ok else 1
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
+from app.storage.audit import audit_event
 from app.storage.local.backend import LocalBackend
 from app.storage.registry import create_backend
+from app.storage.walk import all_events
 from tests.conftest import settings_from_env
 
 
@@ -190,3 +192,53 @@ def test_a_rollback_into_a_new_directory_through_another_stores_index_is_refused
     assert f"the index at {tmp_path / 'state'} lists 1 records" in error
     assert str(tmp_path / "new") in error and "--state-dir" in error
     assert not (tmp_path / "new").exists()
+
+
+def test_tombstones_holds_and_the_audit_trail_move_with_the_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = LocalBackend(tmp_path / "store", tmp_path / "state")
+    records = [source.write("E1", f"f{n}.txt", io.BytesIO(b"%d" % n)) for n in range(3)]
+    held = source.write("E2", "held.txt", io.BytesIO(b"held"))
+    for record in [*records, held]:
+        source.audit.record(audit_event("analyst", "upload", record.engagement_id,
+                                        evidence_id=record.id))  # fmt: skip
+    first = source.withdraw("E1", records[0].id, "privileged", "analyst")
+    hold = source.place_hold("E2", "dispute", "lead")
+    source.close()
+    monkeypatch.setenv("LOCAL_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setenv("STATE_PATH", str(tmp_path / "state"))
+    monkeypatch.setenv("DELTA_BASE_PATH", str(tmp_path / "delta"))
+    delta_env = {"STORAGE_BACKEND": "delta", "DELTA_BASE_PATH": str(tmp_path / "delta"),
+                 "STATE_PATH": str(tmp_path / "state")}  # fmt: skip
+
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0
+    assert "withdrawn: 1 of the source's 1 tombstones" in capsys.readouterr().out
+    source = LocalBackend(tmp_path / "store", tmp_path / "state")
+    second = source.withdraw("E1", records[1].id, "wrong engagement", "analyst")  # after it
+    trail = {e: list(all_events(source, e)) for e in ("E1", "E2")}
+    source.close()
+    assert main(["migrate", "--from", "local", "--to", "delta"]) == 0  # the rerun carries it
+    output = capsys.readouterr().out
+    assert "withdrawn: 2 of the source's 2 tombstones" in output
+    assert "audit events copied: 0; legal holds copied: 0" in output  # nothing twice
+    back = ["migrate", "--from", "delta", "--to", "local", "--target-dir", str(tmp_path / "back"),
+            "--state-dir", str(tmp_path / "back_state")]  # fmt: skip
+    assert main(back) == 0
+
+    delta = create_backend(settings_from_env(delta_env))
+    restored = LocalBackend(tmp_path / "back", tmp_path / "back_state")
+    try:
+        for target in (delta, restored):
+            for tombstone in (first, second):
+                got = target.get("E1", tombstone.id, include_withdrawn=True)
+                assert got.model_dump(exclude={"volume_path"}) == tombstone.model_dump(
+                    exclude={"volume_path"}
+                )
+                assert target.stored_sizes([got])[got.id] is None  # no bytes came along
+            assert [r.id for r in target.list("E1").items] == [records[2].id]
+            assert target.hold("E2") == hold
+            assert {e: list(all_events(target, e)) for e in ("E1", "E2")} == trail
+    finally:
+        delta.close()
+        restored.close()
