@@ -1,4 +1,4 @@
-"""`kmflow upload`, `kmflow ls`, `kmflow download`: arguments, and failures as exit codes.
+"""`kmflow upload`, `ls`, `download` and `audit`: arguments, and failures as exit codes.
 
 Every expected failure is a ClientError, printed here as one `kmflow: ...` line and returned
 as its exit code (see errors.py); nothing below prints a traceback for it.
@@ -70,6 +70,19 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     fetch.add_argument("-o", "--output", type=Path, metavar="PATH", help="file or directory")
     fetch.add_argument("--force", action="store_true", help="replace an existing file")
     fetch.set_defaults(handler=run_download)
+
+    audit = _add(
+        commands,
+        "audit",
+        server,
+        "an engagement's audit trail",
+        "Print every audit event of ENGAGEMENT, oldest first: when, principal, action, record, "
+        "outcome and detail (uploads, content reads, withdrawals, holds, purges). Needs a key "
+        "with the audit role.",
+    )
+    audit.add_argument("engagement_id", metavar="ENGAGEMENT")
+    audit.add_argument("--json", action="store_true", help="print events as JSON Lines")
+    audit.set_defaults(handler=run_audit)
 
 
 def _add(
@@ -155,6 +168,18 @@ def run_download(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
     return _with_client(args, fetch)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from app.client.audit import events, print_json_lines, print_table
+
+    def audit(api: ApiClient) -> int:
+        show = print_json_lines if args.json else print_table
+        if show(events(api, args.engagement_id), sys.stdout) == 0 and not args.quiet:
+            print(f"kmflow: no audit events for {args.engagement_id}", file=sys.stderr)
+        return ExitCode.OK
+
+    return _with_client(args, audit)
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ApiClient], int]) -> int:

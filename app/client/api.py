@@ -111,6 +111,8 @@ class ApiClient:
                     f"{self.display_url} requires an API key ({said}): pass --api-key or "
                     "set KMFLOW_API_KEY"
                 )
+            if status == 403:
+                raise AuthRefused(f"{what}: the API key is not allowed this ({said})")
             raise AuthRefused(
                 f"{self.display_url} refused the API key ({said}): check --api-key or "
                 "KMFLOW_API_KEY"

@@ -29,7 +29,8 @@ exit codes:
   3  digest mismatch: the server refused an upload whose bytes did not match their
      SHA-256, or downloaded bytes did not match the record (nothing is kept)
   4  the server could not be reached, or stayed unavailable (502/503/504), after retries
-  5  authentication: no API key where the server requires one, or the key was refused
+  5  authentication: no API key where the server requires one, the key was refused,
+     or it lacks the role the command needs (403)
 With several files, each failure is reported and the highest code is returned."""
 
 
