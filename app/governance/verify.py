@@ -8,11 +8,12 @@ One result per checklist item, in the runbook's order:
 3. metadata row: `evidence_metadata` holds that upload's row;
 4. volume file count: files in the Volume, counted recursively, equal the migration inventory;
 5. unity catalog tables: the layer schemas and the registered tables exist;
-6. service principal grants: nothing broader than the runbook's list.
+6. service principal grants: nothing broader than the runbook's list;
 
-Items 3-6 are Databricks-only and are skipped, with the reason, on other backends. The test
-upload cannot be removed (the API has no delete), so it goes to its own clearly named
-engagement, `kmflow-verify-<hex>`, which the file count leaves out.
+and then the test upload is withdrawn (`DELETE`): its bytes are removed, its tombstone and
+audit events stay in its own clearly named engagement, `kmflow-verify-<hex>`, which the file
+count leaves out. Items 3-6 are Databricks-only and are skipped, with the reason, on other
+backends.
 """
 
 from __future__ import annotations
@@ -50,14 +51,36 @@ def run_checks(settings: Settings, options: VerifyOptions) -> Iterator[CheckResu
         yield check_health(http, settings.storage_backend)
         round_trip, record = check_round_trip(http, engagement)
         yield round_trip
-    if settings.storage_backend != "databricks":
-        reason = f"STORAGE_BACKEND={settings.storage_backend}: a Databricks-only item"
-        for name in DATABRICKS_ITEMS:
-            yield CheckResult(name, "SKIP", reason)
-        return
-    from app.governance.verify_databricks import databricks_checks
+        if settings.storage_backend != "databricks":
+            reason = f"STORAGE_BACKEND={settings.storage_backend}: a Databricks-only item"
+            for name in DATABRICKS_ITEMS:
+                yield CheckResult(name, "SKIP", reason)
+        else:
+            from app.governance.verify_databricks import databricks_checks
 
-    yield from databricks_checks(settings, options, record)
+            yield from databricks_checks(settings, options, record)
+        yield withdraw_test_upload(http, engagement, record)
+
+
+def withdraw_test_upload(
+    http: httpx.Client, engagement: str, record: dict[str, Any] | None
+) -> CheckResult:
+    """Withdraw the round trip's upload, and see its content answer 410."""
+    name = "test upload withdrawn"
+    if record is None or "id" not in record:
+        return CheckResult(name, "SKIP", "no test upload to withdraw (see the items above)")
+    path = f"/api/v1/evidence/{engagement}/{record['id']}"
+    try:
+        withdrawn = http.request("DELETE", path, json={"reason": "kmflow verify test upload"})
+        if withdrawn.status_code != 200:
+            return _failed(name, "withdraw", withdrawn)
+        content = http.get(f"{path}/content")
+    except httpx.HTTPError as error:
+        return CheckResult(name, "FAIL", f"request failed: {error}")
+    if content.status_code != 410:
+        return _failed(name, "content after the withdrawal", content)
+    detail = f"{record['id']} withdrawn: its bytes are removed, its tombstone stays in {engagement}"
+    return CheckResult(name, "PASS", detail)
 
 
 def check_health(http: httpx.Client, backend: str) -> CheckResult:
@@ -108,10 +131,7 @@ def check_round_trip(
     if got != expected or record.get("content_hash") != expected:
         detail = f"sha256 sent {expected}, recorded {record.get('content_hash')}, read back {got}"
         return CheckResult(name, "FAIL", detail), record
-    detail = (
-        f"{record.get('id')} uploaded, listed and read back (sha256 matches); it stays in "
-        f"engagement {engagement} (the API has no delete)"
-    )
+    detail = f"{record.get('id')} uploaded to {engagement}, listed and read back (sha256 matches)"
     return CheckResult(name, "PASS", detail), record
 
 

@@ -18,6 +18,7 @@ from app.governance.grants import Securable, audit_grants
 from app.governance.unity_catalog import register_tables
 from app.storage.databricks.sql import StatementRunner, quote_name
 from tests.conftest import API_KEY, AUTH
+from tests.datalake.inspect import volume_files
 from tests.datalake.workspace import DatabricksWorkspace
 from tests.governance.entries import entry
 from tests.live_server import LiveServer
@@ -34,7 +35,9 @@ ITEMS = [
     "volume file count",
     "unity catalog tables",
     "service principal grants",
+    "test upload withdrawn",
 ]
+DATABRICKS_ITEMS = ITEMS[2:6]
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Deployment:
     principal: str
     inventory: Path
     entries_file: Path
+    env: dict[str, str]
 
     def grant(self, securable_type: str, full_name: str, privileges: list[Privilege]) -> None:
         change = PermissionsChange(principal=self.principal, add=privileges)
@@ -100,7 +104,7 @@ def deployment(
 
     found = Deployment(
         server, databricks_workspace, catalog, schema, f"kmflow-api-{uuid.uuid4().hex[:8]}",
-        inventory, entries_file,
+        inventory, entries_file, env,
     )  # fmt: skip
     found.grant("catalog", catalog, RUNBOOK_GRANTS["catalog"])
     for suffix in ("", "_bronze", "_silver", "_gold"):
@@ -144,7 +148,15 @@ def test_a_deployment_done_by_the_runbook_passes_every_item_and_again_on_a_rerun
     assert {name: outcome for name, (outcome, _) in first.items()} == dict.fromkeys(ITEMS, "PASS")
     assert first["health"][1] == "200, storage=databricks"
     round_trip = first["upload round trip"][1]
-    assert "(sha256 matches); it stays in engagement kmflow-verify-" in round_trip
+    assert "uploaded to kmflow-verify-" in round_trip and "(sha256 matches)" in round_trip
+    withdrawn = first["test upload withdrawn"][1]
+    assert "its bytes are removed, its tombstone stays in kmflow-verify-" in withdrawn
+    leftovers = [
+        path
+        for path in volume_files(deployment.workspace, deployment.env)
+        if "/kmflow-verify-" in path
+    ]
+    assert leftovers == []  # the test upload's bytes are gone from the Volume
     assert first["metadata row"][1].startswith(f"`{catalog}`.`{schema}`.`evidence_metadata` has")
     root = f"/Volumes/{catalog}/{schema}/raw_evidence/evidence_store"
     assert first["volume file count"][1] == (
@@ -162,6 +174,7 @@ def test_a_deployment_done_by_the_runbook_passes_every_item_and_again_on_a_rerun
         **first,
         "upload round trip": second["upload round trip"],
         "metadata row": second["metadata row"],
+        "test upload withdrawn": second["test upload withdrawn"],
     }
 
 
@@ -184,6 +197,7 @@ def test_a_broad_grant_and_a_short_count_fail_their_items_and_exit_1(
         "volume file count": "FAIL",
         "unity catalog tables": "PASS",
         "service principal grants": "FAIL",
+        "test upload withdrawn": "PASS",
     }
     assert items["volume file count"][1].startswith("3 files under /Volumes/")
     assert items["volume file count"][1].endswith(f", 4 in {deployment.inventory}")
@@ -256,9 +270,11 @@ def test_a_local_deployment_skips_the_databricks_items(
     assert items == {
         "health": ("PASS", "200, storage=local"),
         "upload round trip": items["upload round trip"],
-        **{name: ("SKIP", reason) for name in ITEMS[2:]},
+        **{name: ("SKIP", reason) for name in DATABRICKS_ITEMS},
+        "test upload withdrawn": items["test upload withdrawn"],
     }
     assert items["upload round trip"][0] == "PASS"
+    assert items["test upload withdrawn"][0] == "PASS"
     assert failing == 1
     assert refused["health"][0] == "PASS"
     assert refused["upload round trip"][0] == "FAIL"
