@@ -2,8 +2,8 @@
 for the request's principal, whatever its outcome once the key was accepted.
 
 Called on request threads (the backend's queue takes a lock). Refusals are recorded with
-the error code the client gets (`legal_hold`, `withdrawn`, ...); requests naming no valid
-engagement are not, as the trail is read per engagement (the request log has them).
+the error code the client gets (`legal_hold`, `withdrawn`, `not_found`, ...); requests naming
+no valid engagement are not, as the trail is read per engagement (the request log has them).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.api.errors import error_code
 from app.storage.audit import OK, AuditAction, audit_event
 from app.storage.base import StorageBackend
 from app.storage.errors import StorageError
-from app.storage.names import is_engagement_id
+from app.storage.names import is_engagement_id, is_evidence_id
 
 
 def record_event(
@@ -65,7 +65,8 @@ def refusals_recorded(
                 principal,
                 action,
                 engagement_id,
-                evidence_id=evidence_id,
+                # An id as the client sent it only if it is one: the trail holds no free text.
+                evidence_id=evidence_id if evidence_id and is_evidence_id(evidence_id) else None,
                 outcome=error_code(error),
             )
         raise
