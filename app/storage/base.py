@@ -41,7 +41,7 @@ from app.storage.errors import (
     LegalHoldActive,
     StorageUnavailable,
 )
-from app.storage.health import BackendHealth, Probe
+from app.storage.health import BackendHealth, Facts, Probe
 from app.storage.holds import Hold
 from app.storage.idempotency import IdempotencyKeys, KeyBinding, KeyClaims, validate_key
 from app.storage.metadata_json import decode_metadata, encode_metadata
@@ -652,10 +652,19 @@ class StorageBackend(ABC):
 
     def check(self) -> BackendHealth:
         """Every probe at once, each on its own thread (a probe waiting on a timeout does not
-        delay the others); never raises."""
-        probes = list(self.probes())
+        delay the others), the audit trail's own last; never raises."""
+        probes = [*self.probes(), Probe("audit trail stored", self._audit_stored, essential=False)]
         with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:
             return BackendHealth(checks=list(pool.map(Probe.check, probes)))
+
+    def _audit_stored(self, facts: Facts) -> str:
+        """Not essential: evidence is still stored while its events wait (`audit_trail`)."""
+        waiting = self._audit.waiting if self._audit is not None else 0
+        facts["audit_events_waiting"] = waiting
+        error = self._audit.last_error if self._audit is not None else None
+        if waiting and error:
+            raise StorageUnavailable(f"{waiting} audit event(s) waiting; last error: {error}")
+        return f"{waiting} audit event(s) on their way"
 
 
 def _skip(stream: BinaryIO, count: int) -> None:

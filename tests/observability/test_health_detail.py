@@ -34,7 +34,7 @@ def test_detail_times_each_check_and_masks_secrets(client: TestClient) -> None:
     assert body["version"] == __version__
     checks = checks_by_name(body)
     first = {"local": "index readable", "delta": "table readable"}[body["storage"]]  # type: ignore[index]
-    assert list(checks) == [first, "store writable", "free disk"]
+    assert list(checks) == [first, "store writable", "free disk", "audit trail stored"]
     assert all(check["ok"] and check["latency_ms"] >= 0 for check in checks.values())
     assert "bytes free" in str(checks["free disk"]["detail"])
     configuration = body["configuration"]
@@ -55,6 +55,37 @@ def test_a_failing_essential_check_makes_the_detail_a_503(
     status, body = detail(client)
     assert status == 503 and body["status"] == "unavailable"
     assert checks_by_name(body)["index readable"]["detail"] == "OSError: disk I/O error"
+
+
+@pytest.mark.parametrize("backend_name", ["local"])
+def test_an_audit_trail_that_cannot_be_stored_is_degraded_not_down(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = client.app_state["storage"]
+
+    def store_down(events: object) -> None:  # a store that refuses on demand: injected
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(storage.audit.store, "append", store_down)
+    client.get("/api/v1/evidence/ENG/" + "0" * 32 + "/content")  # a 404: recorded too
+    uploaded = client.post(
+        "/api/v1/evidence/upload", data={"engagement_id": "ENG"}, files={"file": ("a", b"a")}
+    )
+    deadline = time.monotonic() + 10
+    while storage.audit.last_error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    status, body = detail(client)
+
+    assert uploaded.status_code == 201  # the evidence is stored all the same
+    assert status == 200 and body["status"] == "degraded"
+    audit = checks_by_name(body)["audit trail stored"]
+    assert audit["ok"] is False and audit["essential"] is False
+    assert (
+        audit["detail"]
+        == "StorageUnavailable: 2 audit event(s) waiting; last error: disk I/O error"
+    )
+    assert client.get("/api/v1/health").json()["details"]["audit_events_waiting"] == 2
 
 
 def test_a_stopped_warehouse_is_degraded_and_recovers(
