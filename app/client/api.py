@@ -82,6 +82,18 @@ class ApiClient:
 
         return self.retry.run(attempt, what, self.notify)
 
+    def items(self, what: str, path: str, params: dict[str, str | int]) -> Iterator[dict[str, Any]]:
+        """Every item of a paged listing (records, audit events), following `next_cursor` to
+        the end, a page at a time."""
+        params = dict(params)
+        while True:
+            page = self.request(what, "GET", path, params=params).json()
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
     @contextmanager
     def stream(self, what: str, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
         """A GET whose body is read by the caller; the status is checked, not retried (the

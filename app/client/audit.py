@@ -18,13 +18,7 @@ WIDTHS = (27, 24, 9, 32, 12)
 def events(api: ApiClient, engagement_id: str) -> Iterator[dict[str, Any]]:
     """Every event, oldest first, following `next_cursor` to the end."""
     params: dict[str, str | int] = {"engagement_id": engagement_id, "limit": PAGE_SIZE}
-    while True:
-        page = api.request(f"audit {engagement_id}", "GET", "/audit", params=params).json()
-        yield from page["items"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return
-        params["cursor"] = cursor
+    return api.items(f"audit {engagement_id}", "/audit", params)
 
 
 def print_table(items: Iterator[dict[str, Any]], out: TextIO) -> int:

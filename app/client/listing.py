@@ -27,15 +27,9 @@ def records(
     if content_hash:
         params["content_hash"] = content_hash
     path = f"/evidence/{segment(engagement_id)}"
-    while True:
-        page = api.request(f"list {engagement_id}", "GET", path, params=params).json()
-        for item in page["items"]:
-            if content_hash is None or item.get("content_hash") == content_hash:
-                yield item
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return
-        params["cursor"] = cursor
+    for item in api.items(f"list {engagement_id}", path, params):
+        if content_hash is None or item.get("content_hash") == content_hash:
+            yield item
 
 
 def print_table(items: Iterator[dict[str, Any]], out: TextIO) -> int:

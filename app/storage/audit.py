@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from app.observability.request_context import current_request_id
 from app.storage.names import new_evidence_id
+from app.storage.pagination import cut_page
 from app.storage.records import utc_timestamp
 
 AuditAction = Literal["upload", "read", "withdraw", "hold", "release", "purge"]
@@ -84,6 +85,13 @@ class AuditStore(Protocol):
 
     def engagements(self) -> Iterable[str]:
         """Every engagement with events (a migration copies their trails)."""
+
+
+def audit_page(events: Sequence[AuditEvent], limit: int, more: bool | None = None) -> AuditPage:
+    """A page of events, oldest first, read `limit + 1` at a time (`more`: whether the store
+    had more rows than the page, where repeats were dropped from `events`)."""
+    items, cursor = cut_page(events, limit, lambda event: (event.occurred_at, event.id), more)
+    return AuditPage(items=items, next_cursor=cursor)
 
 
 def unique_events(events: Iterable[AuditEvent]) -> list[AuditEvent]:

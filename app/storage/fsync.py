@@ -61,3 +61,20 @@ class SharedDirectorySync:
 
 def _sync_first(directories: Sequence[Path]) -> None:
     fsync_directory(directories[0])  # a group holds one directory
+
+
+def remove_tree(directory: Path, root: Path) -> list[str]:
+    """Delete every file under `directory`, then its directories and itself, durably (the
+    parent's entry fsynced); the files' paths relative to `root`. Nothing there: []."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.rglob("*"), reverse=True):  # files before their directories
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+            removed.append(path.relative_to(root).as_posix())
+    directory.rmdir()
+    fsync_directory(directory.parent)
+    return removed

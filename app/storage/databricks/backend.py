@@ -59,7 +59,7 @@ from app.storage.errors import (
 from app.storage.health import Facts, Probe
 from app.storage.holds import Hold
 from app.storage.names import stored_file_name
-from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.pagination import decode_cursor, record_page
 from app.storage.records import (
     EvidenceRecord,
     RecordPage,
@@ -518,12 +518,7 @@ class DatabricksBackend(StorageBackend):
         merged = {record.id: record for record in self._select(where, params, limit + 1)}
         merged |= {record.id: record for record in pending}
         ordered = sorted(merged.values(), key=lambda r: (r.stored_at, r.id), reverse=True)
-        items = ordered[:limit]
-        more = len(ordered) > limit
-        return RecordPage(
-            items=items,
-            next_cursor=encode_cursor(items[-1].stored_at, items[-1].id) if more else None,
-        )
+        return record_page(ordered, limit)
 
     def _open(self, record: EvidenceRecord) -> BinaryIO:
         return self.volume.open(record)

@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
-from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage, unique_events
+from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage, audit_page, unique_events
 from app.storage.databricks.sql import (
     FIELD_SEPARATOR,
     MAX_STATEMENT_PARAMETERS,
@@ -27,7 +27,7 @@ from app.storage.databricks.sql import (
 )
 from app.storage.errors import InvalidInput
 from app.storage.holds import HOLD_COLUMNS, Hold
-from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.pagination import decode_cursor
 from app.storage.records import WITHDRAWAL_COLUMNS, WITHDRAWN_FIELDS, Tombstone
 
 logger = logging.getLogger(__name__)
@@ -259,12 +259,7 @@ class DatabricksAuditStore:
         events = unique_events(
             AuditEvent(**dict(zip(AUDIT_COLUMNS, row, strict=True))) for row in rows
         )
-        items = events[:limit]
-        more = len(rows) > limit
-        return AuditPage(
-            items=items,
-            next_cursor=encode_cursor(items[-1].occurred_at, items[-1].id) if more else None,
-        )
+        return audit_page(events, limit, more=len(rows) > limit)
 
     def engagements(self) -> list[str]:
         rows = self._sql.run(f"SELECT DISTINCT engagement_id FROM {self._table}")  # noqa: S608

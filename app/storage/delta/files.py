@@ -38,7 +38,7 @@ from obstore.store import ObjectStore, from_url
 
 from app.sizes import CHUNK_BYTES
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
-from app.storage.fsync import fsync_directory, link_into_place
+from app.storage.fsync import fsync_directory, link_into_place, remove_tree
 from app.storage.staging import StagedFile
 
 # Multipart upload: parts of 8 MiB, at most 4 in flight: at most 32 MiB buffered per upload.
@@ -126,19 +126,7 @@ class LocalFiles(EvidenceFiles):
         ]
 
     def remove_tree(self, relative: str) -> list[str]:
-        directory = self.path(relative)
-        if not directory.is_dir():
-            return []
-        removed = []
-        for path in sorted(directory.rglob("*"), reverse=True):  # files before their dirs
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
-                removed.append(path.relative_to(self.root).as_posix())
-        directory.rmdir()
-        fsync_directory(directory.parent)
-        return removed
+        return remove_tree(self.path(relative), self.root)
 
     def open(self, relative: str) -> BinaryIO:
         try:

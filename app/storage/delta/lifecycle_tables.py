@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from arro3.core import DataType, Field, Schema
 
-from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage, unique_events
+from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage, audit_page, unique_events
 from app.storage.delta.location import DeltaLocation
 from app.storage.delta.log_table import (
     APPEND_ONLY,
@@ -29,7 +29,7 @@ from app.storage.delta.log_table import (
 )
 from app.storage.delta.maintenance import Lease, Maintenance, MaintenancePolicy
 from app.storage.holds import HOLD_COLUMNS, Hold
-from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.pagination import decode_cursor
 from app.storage.records import WITHDRAWAL_COLUMNS, Tombstone
 
 WITHDRAWALS_TABLE = "evidence_withdrawals"
@@ -121,13 +121,9 @@ class DeltaAuditStore:
             f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {AUDIT_TABLE} "  # noqa: S608 - fixed names
             f"WHERE {' AND '.join(conditions)} ORDER BY occurred_at, id LIMIT {int(limit) + 1}"
         )
-        events = unique_events(AuditEvent(**row) for row in rows_of(result, AUDIT_COLUMNS))
-        items = events[:limit]
-        more = len(events) > limit
-        return AuditPage(
-            items=items,
-            next_cursor=encode_cursor(items[-1].occurred_at, items[-1].id) if more else None,
-        )
+        rows = rows_of(result, AUDIT_COLUMNS)
+        events = unique_events(AuditEvent(**row) for row in rows)
+        return audit_page(events, limit, more=len(rows) > limit)
 
     def engagements(self) -> list[str]:
         result = self.table.query(f"SELECT DISTINCT engagement_id FROM {AUDIT_TABLE}")  # noqa: S608

@@ -35,7 +35,7 @@ from app.storage.delta.log_table import (
     sql_text,
 )
 from app.storage.errors import CommitOutcomeUnknown, StorageUnavailable
-from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.pagination import decode_cursor, record_page
 from app.storage.records import (
     RECORD_COLUMNS,
     WITHDRAWN_FIELDS,
@@ -175,10 +175,7 @@ class EvidenceTable(DeltaLogTable):
                     raise
                 self.forget_snapshot()  # stale after another process's purge: read afresh
                 self.withdrawals.forget_snapshot()
-        items = rows[:limit]
-        more = len(rows) > limit
-        next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
-        return RecordPage(items=items, next_cursor=next_cursor)
+        return record_page(rows, limit)
 
     def get(
         self, engagement_id: str, evidence_id: str, version: int | None = None

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, BinaryIO
 from app.storage.audit import AuditEvent, AuditPage
 from app.storage.base import StorageBackend
 from app.storage.errors import EvidenceExists, StorageMisconfigured, StorageUnavailable
-from app.storage.fsync import SharedDirectorySync, fsync_directory, link_into_place
+from app.storage.fsync import (
+    SharedDirectorySync,
+    fsync_directory,
+    link_into_place,
+    remove_tree,
+)
 from app.storage.health import Facts, Probe, free_disk
 from app.storage.holds import Hold
 from app.storage.local import store_identity
@@ -168,19 +173,7 @@ class LocalBackend(StorageBackend):
         return {"index": "free pages and write-ahead log overwritten (VACUUM)"}
 
     def _sweep_engagement(self, engagement_id: str) -> list[str]:
-        directory = self.store / engagement_id
-        if not directory.is_dir():
-            return []
-        removed = []
-        for path in sorted(directory.rglob("*"), reverse=True):  # files before their dirs
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
-                removed.append(path.relative_to(self.store).as_posix())
-        directory.rmdir()
-        fsync_directory(self.store)
-        return removed
+        return remove_tree(self.store / engagement_id, self.store)
 
     def _stored_size(self, record: EvidenceRecord) -> int | None:
         try:

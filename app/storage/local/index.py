@@ -12,10 +12,10 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage
+from app.storage.audit import AUDIT_COLUMNS, AuditEvent, AuditPage, audit_page
 from app.storage.holds import HOLD_COLUMNS, Hold
 from app.storage.local.store_identity import BINDING_SCHEMA, IndexBinding
-from app.storage.pagination import decode_cursor, encode_cursor
+from app.storage.pagination import decode_cursor, record_page
 from app.storage.records import (
     RECORD_COLUMNS,
     WITHDRAWAL_COLUMNS,
@@ -143,10 +143,7 @@ class SqliteIndex:
         query += " ORDER BY m.stored_at DESC, m.id DESC LIMIT ?"
         params.append(limit + 1)
         rows = self.db.connection().execute(query, params).fetchall()
-        items = [record_from_columns(dict(row)) for row in rows[:limit]]
-        more = len(rows) > limit
-        next_cursor = encode_cursor(items[-1].stored_at, items[-1].id) if more else None
-        return RecordPage(items=items, next_cursor=next_cursor)
+        return record_page([record_from_columns(dict(row)) for row in rows], limit)
 
     def record_withdrawal(self, tombstone: Tombstone) -> None:
         values = tuple(getattr(tombstone, name) for name in WITHDRAWAL_COLUMNS)
@@ -207,12 +204,7 @@ class SqliteIndex:
         query += " ORDER BY occurred_at, id LIMIT ?"
         params.append(limit + 1)
         rows = self.db.connection().execute(query, params).fetchall()
-        items = [AuditEvent(**dict(row)) for row in rows[:limit]]
-        more = len(rows) > limit
-        return AuditPage(
-            items=items,
-            next_cursor=encode_cursor(items[-1].occurred_at, items[-1].id) if more else None,
-        )
+        return audit_page([AuditEvent(**dict(row)) for row in rows], limit)
 
     def audit_engagements(self) -> list[str]:
         rows = self.db.connection().execute("SELECT DISTINCT engagement_id FROM evidence_audit")
