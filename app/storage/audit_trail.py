@@ -4,7 +4,10 @@ A content read must not wait for a warehouse statement (hundreds of milliseconds
 commit, and one statement or commit per event would cap reads at the store's commit rate. So
 `record` only queues the event; one thread per process stores everything queued in one
 `AuditStore.append` (one SQLite transaction, Delta commit or INSERT), and while that runs the
-next batch fills. A store that fails is retried with backoff, the batch kept in order.
+next batch fills. Where each append is a warehouse statement, appends are also paced
+(`pace_seconds` between them, unless someone waits for an event): the trail then costs a
+statement every few seconds while there is traffic, whatever the traffic. A store that fails
+is retried with backoff, the batch kept in order.
 
 What waits: actions that change evidence (a withdrawal, a hold, a purge's plan) use
 `record_durably`, which returns once the event is stored, so their answer means the trail has
@@ -52,8 +55,12 @@ class AuditTrail:
         max_waiting: int = MAX_WAITING_EVENTS,
         max_batch: int = MAX_BATCH_EVENTS,
         full_wait_seconds: float = FULL_WAIT_SECONDS,
+        pace_seconds: float = 0.0,
     ) -> None:
         self.store = store
+        self._pace_seconds = pace_seconds
+        self._waiters = 0  # callers waiting for events to be stored: no pacing then
+        self._last_append = 0.0
         self._max_waiting = max_waiting
         self._max_batch = max_batch
         self._full_wait_seconds = full_wait_seconds
@@ -135,12 +142,17 @@ class AuditTrail:
     def _wait_stored(self, upto: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._stored < upto:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self._closing and self._thread is None):
-                    return False
-                self._changed.wait(remaining)
-            return True
+            self._waiters += 1
+            self._changed.notify_all()  # a paced writer goes at once
+            try:
+                while self._stored < upto:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or (self._closing and self._thread is None):
+                        return False
+                    self._changed.wait(remaining)
+                return True
+            finally:
+                self._waiters -= 1
 
     def _start(self) -> None:
         if self._thread is None:
@@ -157,6 +169,14 @@ class AuditTrail:
                     self._changed.wait()
                 if not self._queue:
                     return
+                due = self._last_append + self._pace_seconds
+                while (
+                    not self._closing
+                    and not self._waiters
+                    and len(self._queue) < self._max_batch
+                    and (remaining := due - time.monotonic()) > 0
+                ):
+                    self._changed.wait(remaining)
                 batch = list(itertools.islice(self._queue, self._max_batch))
             failure: str | None
             try:
@@ -178,6 +198,7 @@ class AuditTrail:
                 pause = min(pause * 2, MAX_RETRY_SECONDS)
                 continue
             pause = FIRST_RETRY_SECONDS
+            self._last_append = time.monotonic()
             with self._changed:
                 for _ in batch:
                     self._queue.popleft()

@@ -97,6 +97,9 @@ class StorageBackend(ABC):
     # True: the backend settles interrupted writes itself, off the startup path (a remote store
     # may not answer at startup, and startup must not wait for the SDK's retries).
     settles_in_background: ClassVar[bool] = False
+    # Seconds between two appends of the audit trail (`audit_trail`): a backend whose every
+    # append is a warehouse statement spaces them out; none is ever made per request anyway.
+    audit_pace_seconds: ClassVar[float] = 0.0
 
     def __init__(self, staging_root: Path, key_claims: KeyClaims | None = None) -> None:
         """`key_claims`: where Idempotency-Keys are claimed; by default a table on this
@@ -405,7 +408,7 @@ class StorageBackend(ABC):
         """This process's writer of the backend's audit trail (built on first use)."""
         with self._audit_lock:
             if self._audit is None:
-                self._audit = AuditTrail(self._audit_store())
+                self._audit = AuditTrail(self._audit_store(), pace_seconds=self.audit_pace_seconds)
             return self._audit
 
     def withdraw(

@@ -310,8 +310,10 @@ def test_idempotency_keys_of_concurrent_uploads_share_their_claim_statements(
     claims = Counter(sql.split(None, 1)[0] for sql in sent if "`kmflow_claims`" in sql)
     assert 0 < claims["MERGE"] < len(records) / 3, claims  # one per upload without rounds
     assert claims["SELECT"] <= claims["MERGE"], claims
-    statements = sum(workspace_speed.statements.values())
-    assert statements / len(records) <= 0.75, workspace_speed.statements  # 4 one by one
+    counts = workspace_speed.statements
+    # 4 one by one; the audit trail's INSERTs (paced, shared by every event meanwhile) apart
+    assert (sum(counts.values()) - counts["INSERT"]) / len(records) <= 0.75, counts
+    assert counts["INSERT"] < claims["MERGE"], counts
     stored = [row[0] for row in table_rows(databricks_workspace, databricks_env, "ENG-KEYS")]
     assert sorted(stored) == sorted(record["id"] for record in records)
 

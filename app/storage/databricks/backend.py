@@ -102,6 +102,9 @@ class DatabricksBackend(StorageBackend):
     # warehouse): 40 threads would cap uploads in flight, and so rows per MERGE, at 40.
     request_threads = 160
     settles_in_background = True  # on the delivery thread: see `startup`
+    # An INSERT into evidence_audit is a statement and a commit (a second or more): one every
+    # two seconds or so carries every event of that time, and a warehouse slot stays free.
+    audit_pace_seconds = 2.0
 
     def __init__(
         self, settings: Settings, client: WorkspaceClient, probe_client: WorkspaceClient
