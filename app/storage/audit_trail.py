@@ -4,16 +4,16 @@ A content read must not wait for a warehouse statement (hundreds of milliseconds
 commit, and one statement or commit per event would cap reads at the store's commit rate. So
 `record` only queues the event; one thread per process stores everything queued in one
 `AuditStore.append` (one SQLite transaction, Delta commit or INSERT), and while that runs the
-next batch fills. Where each append is a warehouse statement, appends are also paced
-(`pace_seconds` between them, unless someone waits for an event): the trail then costs a
-statement every few seconds while there is traffic, whatever the traffic. A store that fails
-is retried with backoff, the batch kept in order.
+next batch fills. Appends are also paced (`pace_seconds` between them, unless someone waits
+for an event): the trail then costs one transaction per pace while there is traffic, whatever
+the traffic (a tenth of a second locally, a warehouse statement every two seconds on
+Databricks). A store that fails is retried with backoff, the batch kept in order.
 
 What waits: actions that change evidence (a withdrawal, a hold, a purge's plan) use
 `record_durably`, which returns once the event is stored, so their answer means the trail has
 them. Reading the trail (`flush` first) sees every event this process recorded before.
 What can be lost: events still queued when a process is killed outright (SIGKILL, power
-loss), normally the last fraction of a second; a clean shutdown stores them first, and the
+loss), normally those of the last pace or so; a clean shutdown stores them first, and the
 count of any it could not store is logged and counted (`kmflow_audit_events_total{outcome=
 "lost"}`). While the store is down the queue holds up to `max_waiting` events; past that,
 content reads wait (`admit`), and then are refused (503) rather than served unaudited.
