@@ -6,6 +6,7 @@ the roles that guard them. Bytes are checked where the backend keeps them, not t
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -186,3 +187,31 @@ def test_keys_without_the_audit_role_get_403_on_audit_and_hold_routes(
         assert without_key.status_code == 401
     assert client.get(hold, headers=LEAD).json()["held"] is False  # nothing was placed
     assert client.post(UPLOAD).status_code != 403  # the evidence routes stay open to the key
+
+
+@pytest.mark.parametrize("backend_name", ["delta", "databricks"])
+def test_replicas_see_each_others_withdrawals_holds_and_events(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Two replicas of one shared backend, each with a state directory of its own."""
+    first = make_client(api_keys=NAMED_KEYS, state_path=str(tmp_path / "state_a"))
+    second = make_client(api_keys=NAMED_KEYS, state_path=str(tmp_path / "state_b"))
+    for replica in (first, second):
+        replica.headers.update(ANALYST)
+    kept = upload(first, "SHARED", "kept.txt", b"kept").json()
+    gone = upload(first, "SHARED", "gone.txt", b"gone").json()
+
+    assert withdraw(second, "SHARED", gone["id"]).status_code == 200
+    held = second.put("/api/v1/engagements/SHARED/hold", json={"reason": "audit"}, headers=LEAD)
+
+    assert held.json()["held"] is True
+    assert first.get(f"/api/v1/evidence/SHARED/{gone['id']}").status_code == 410
+    refused = withdraw(first, "SHARED", kept["id"])
+    assert refused.status_code == 409 and refused.json()["error"] == "legal_hold"
+    assert first.get(f"/api/v1/evidence/SHARED/{kept['id']}/content").content == b"kept"
+    first.app_state["storage"].audit.flush(30)  # the other replica's events, stored
+    trail = [(e["action"], e["outcome"]) for e in audit_events(second, "SHARED")]
+    assert trail == [
+        ("upload", "ok"), ("upload", "ok"), ("withdraw", "ok"), ("hold", "ok"),
+        ("withdraw", "legal_hold"), ("read", "ok"),
+    ]  # fmt: skip
