@@ -153,6 +153,7 @@ def purge(
     validate_reason(reason)
     _refuse_if_held(backend, engagement_id)
     plan = plan_purge(backend, engagement_id)
+    plan.started_at = plan.started_at or utc_timestamp()
     new = [record for record in plan.records if record.id not in plan.earlier]
     for record in new:
         backend.audit.record(
@@ -226,7 +227,7 @@ def _certificate(
         "store": backend.store_location,
         "reason": reason,
         "principal": principal,
-        "started_at": plan.started_at or utc_timestamp(),
+        "started_at": plan.started_at,
         "completed_at": utc_timestamp(),
         "records": len(entries),
         "withdrawn_before_purge": sum(entry.withdrawn for entry in entries),

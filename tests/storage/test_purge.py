@@ -130,6 +130,8 @@ def test_a_purge_removes_every_file_and_row_and_certifies_what_went(
         (record.id, record.content_hash) for record in purged
     }
     assert certificate["principal"] == "ops@host" and certificate["resumed"] is False
+    planned_at = min(e.occurred_at for e in all_events(backend, PURGED) if e.outcome == "planned")
+    assert certificate["started_at"] <= planned_at < certificate["completed_at"]
     assert certificate["certificate_sha256"] == certificate_digest(certificate)
     assert json.loads(outcome.text) == certificate
     assert "memo" not in outcome.text  # names and metadata are not in the certificate

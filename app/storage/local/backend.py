@@ -166,7 +166,8 @@ class LocalBackend(StorageBackend):
         return SqliteAuditStore(self.index)
 
     def _delete_engagement_rows(self, engagement_id: str) -> dict[str, object]:
-        return {"rows_deleted": self.index.delete_engagement(engagement_id)}
+        deleted = self.index.delete_engagement(engagement_id)
+        return {table: {"rows_deleted": count} for table, count in deleted.items()}
 
     def _expunge(self) -> dict[str, object]:
         self.index.expunge()
