@@ -4,11 +4,13 @@ memory."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 from app.client.api import ApiClient, printable
+from app.client.listing import print_json_lines
+
+__all__ = ["events", "print_json_lines", "print_table"]
 
 PAGE_SIZE = 500
 COLUMNS = ("occurred_at", "principal", "action", "evidence_id", "outcome")
@@ -29,14 +31,6 @@ def print_table(items: Iterator[dict[str, Any]], out: TextIO) -> int:
             print(_row([name.upper() for name in COLUMNS], "DETAIL"), file=out)
         values = [printable(str(item.get(name) or "-")) for name in COLUMNS]
         print(_row(values, printable(str(item.get("detail") or ""))), file=out)
-        count += 1
-    return count
-
-
-def print_json_lines(items: Iterator[dict[str, Any]], out: TextIO) -> int:
-    count = 0
-    for item in items:
-        print(json.dumps(item), file=out)
         count += 1
     return count
 
