@@ -412,3 +412,31 @@ def test_a_backfill_leaves_pending_rows_to_their_delivery_and_their_metadata(
     assert (report.scanned, report.indexed) == (2, 0), report.summary()
     rows = {str(row[0]): row[3] for row in table_rows(minilake, env, "ENG-BACKFILL")}
     assert json.loads(str(rows[record.id])) == {"author": "lead"}
+
+
+def test_a_deployment_from_before_the_lifecycle_is_read_without_creating_anything(
+    databricks_env: dict[str, str], databricks_workspace: DatabricksWorkspace, tmp_path: Path
+) -> None:
+    """Only the runbook's `evidence_metadata` (an earlier kmflow's deployment), read by a
+    backend that never started (a dry run): its rows list, and no table is made."""
+    catalog, schema = databricks_env["DATABRICKS_CATALOG"], databricks_env["DATABRICKS_SCHEMA"]
+    client = databricks_workspace.client()
+    runner = StatementRunner(client, databricks_workspace.warehouse_id, timeout=30)
+    table = quote_name(catalog, schema, "evidence_metadata")
+    runner.run(create_table_statement(table))
+    runner.run(
+        f"INSERT INTO {table} VALUES (:id, 'E1', 'a.txt', :path, :hash, 1, :at, NULL)",  # noqa: S608
+        {"id": "a" * 32, "path": f"/Volumes/{catalog}/{schema}/raw_evidence/evidence_store/E1/a",
+         "hash": "0" * 64, "at": "2026-01-01T00:00:00.000000Z"},
+    )  # fmt: skip
+    env = {**databricks_env, "STATE_PATH": str(tmp_path / "state")}
+    backend = DatabricksBackend.from_settings(settings_from_env(env))
+    try:
+        listed = backend.list("E1", include_withdrawn=True).items
+        got = backend.get("E1", "a" * 32)
+    finally:
+        backend.close()
+
+    assert [record.id for record in listed] == ["a" * 32] and got.id == "a" * 32
+    for name in ("evidence_withdrawals", "engagement_holds", "evidence_audit"):
+        assert not client.tables.exists(f"{catalog}.{schema}.{name}").table_exists

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -128,6 +129,28 @@ def test_pages_follow_stored_at_then_id_across_compacted_and_fresh_files(
     mid = expected[40]
     after_mid = table.page("BIG", 5, encode_cursor(mid.stored_at, mid.id)).items
     assert after_mid == expected[41:46]
+
+
+def test_a_base_from_before_withdrawals_is_read_without_creating_anything(
+    tmp_path: Path,
+) -> None:
+    """A base written by a kmflow without the lifecycle's tables, read as a dry run reads it
+    (no startup: nothing is created): its records list, none of them withdrawn."""
+    backend = make_backend(tmp_path)
+    record = backend.write("E1", "a.txt", io.BytesIO(b"a"))
+    backend.close()
+    shutil.rmtree(tmp_path / "delta_store" / "evidence_withdrawals")  # as an older base was
+
+    reader = DeltaLakeBackend(
+        DeltaLocation.parse(str(tmp_path / "delta_store")), tmp_path / "other" / "staging"
+    )
+    try:
+        assert reader.list("E1").items == [record]
+        assert reader.list("E1", include_withdrawn=True).items == [record]
+        assert reader.get("E1", record.id) == record
+    finally:
+        reader.close()
+    assert not (tmp_path / "delta_store" / "evidence_withdrawals").exists()
 
 
 def test_a_cursor_cannot_inject_sql(backend: DeltaLakeBackend) -> None:

@@ -135,13 +135,15 @@ class DatabricksBackend(StorageBackend):
         self.lifecycle = DatabricksLifecycle(self.sql, catalog, schema, self.table)
         self.audit_store = DatabricksAuditStore(self.lifecycle, self._tables_for_writing)
         self._joined = withdrawal_join(self.table, self.lifecycle.withdrawals)
+        self._unjoined = withdrawal_join(self.table, None)
         # Both may be LazyWorkspaceClients (see from_settings): built on first use.
         self.client = client
         self.probe_client = probe_client  # short timeouts: health answers fast in an outage
         self._host = settings.databricks_host
         self.outbox = MetadataOutbox(settings.state_path.resolve() / "databricks_outbox.sqlite3")
         self._retry_seconds = settings.databricks_outbox_retry_seconds
-        self._table_ready = False
+        self._table_ready = False  # evidence_metadata and the lifecycle's tables exist
+        self._lifecycle_ready = False  # the lifecycle's tables exist
         # Longer than a MERGE can take (statement timeout, then the SDK's own retries), so a
         # lease renewed when a round starts never ends under a live MERGE.
         longest_merge = 2 * self.sql.timeout + settings.databricks_retry_timeout_seconds + 10
@@ -391,7 +393,7 @@ class DatabricksBackend(StorageBackend):
         # Only quoted names, fixed text and an int are formatted in; values are parameters.
         sql = (
             f"SELECT {', '.join(f'm.{name}' for name in COLUMNS)}, {WITHDRAWN_SELECT} "  # noqa: S608
-            f"FROM {self._joined} WHERE {where} "
+            f"FROM {self._joined if self._lifecycle_ready else self._unjoined} WHERE {where} "
             f"ORDER BY m.stored_at DESC, m.id DESC LIMIT {int(limit)}"
         )
         # A page that could pass what an INLINE result may hold comes as EXTERNAL_LINKS.
@@ -409,9 +411,10 @@ class DatabricksBackend(StorageBackend):
         return self.sql.run(sql, params, large=large)
 
     def _tables_exist(self) -> bool:
-        """Whether `evidence_metadata` exists; where it does, the lifecycle's tables are made
-        beside it if missing. Asked of Unity Catalog, not the warehouse: it answers while a
-        warehouse is stopped, and DDL is sent only for a table actually missing."""
+        """Whether `evidence_metadata` exists (a table not made yet holds no rows), learning
+        whether the lifecycle's tables do: until they exist, reads join an empty stand-in,
+        since a read (a dry run) creates nothing; a write makes them (`_tables_for_writing`).
+        Asked of Unity Catalog, not the warehouse: it answers while a warehouse is stopped."""
         if self._table_ready:
             return True
         try:
@@ -424,13 +427,12 @@ class DatabricksBackend(StorageBackend):
             raise StorageUnavailable(f"cannot look up {self.table_name}: {error}") from error
         if self.table_name in missing:
             return False
-        if missing:
-            self._ensure_table()
-        self._table_ready = True
+        self._lifecycle_ready = self._table_ready = not missing
         return True
 
     def _tables_for_writing(self) -> None:
-        if not self._tables_exist():
+        """Every table, made where missing (once per process)."""
+        if not (self._tables_exist() and self._lifecycle_ready):
             self._ensure_table()
 
     def _get(self, engagement_id: str, evidence_id: str) -> EvidenceRecord | None:
@@ -459,7 +461,7 @@ class DatabricksBackend(StorageBackend):
     def _with_withdrawals(self, records: list[EvidenceRecord]) -> list[EvidenceRecord]:
         """Records not in the table yet (outbox, pending), as tombstones where withdrawn:
         a record may be withdrawn before its row arrives."""
-        if not records:
+        if not records or not self._lifecycle_ready:
             return records
         found = self.lifecycle.withdrawals_of([record.id for record in records])
         return [
@@ -539,14 +541,15 @@ class DatabricksBackend(StorageBackend):
         self.lifecycle.record_withdrawal(tombstone)
 
     def _hold(self, engagement_id: str) -> Hold | None:
-        return self.lifecycle.hold(engagement_id) if self._tables_exist() else None
+        exists = self._tables_exist() and self._lifecycle_ready
+        return self.lifecycle.hold(engagement_id) if exists else None
 
     def _place_hold(self, hold: Hold) -> None:
         self._tables_for_writing()
         self.lifecycle.place_hold(hold)
 
     def _release_hold(self, engagement_id: str) -> None:
-        if self._tables_exist():
+        if self._tables_exist() and self._lifecycle_ready:
             self.lifecycle.release_hold(engagement_id)
 
     def _audit_store(self) -> DatabricksAuditStore:
@@ -558,12 +561,13 @@ class DatabricksBackend(StorageBackend):
         queued = [record.id for record in self.outbox.queued_for(engagement_id)]
         self.outbox.remove(queued)
         pending = self.pending.remove_engagement(engagement_id)
-        if self._tables_exist():
-            self.lifecycle.delete_engagement(engagement_id)
+        self._tables_for_writing()
+        self.lifecycle.delete_engagement(engagement_id)
         return {"queued_rows_removed": len(queued), "pending_records_removed": pending}
 
     def _expunge(self) -> dict[str, object]:
-        return self.lifecycle.expunge(self._maintenance_timeout) if self._tables_exist() else {}
+        self._tables_for_writing()
+        return self.lifecycle.expunge(self._maintenance_timeout)
 
     def _sweep_engagement(self, engagement_id: str) -> list[str]:
         try:

@@ -85,9 +85,13 @@ USING DELTA
 TBLPROPERTIES ('delta.appendOnly' = 'true')"""
 
 
-def withdrawal_join(metadata: str, withdrawals: str) -> str:
+def withdrawal_join(metadata: str, withdrawals: str | None) -> str:
     """`FROM` a record with its withdrawal, if any (null columns for a live record); the
-    record's columns as `m.<name>`."""
+    record's columns as `m.<name>`. Without a `withdrawals` table (not made yet), an empty
+    stand-in with its columns, so the same SELECT and WHERE read no withdrawals."""
+    if withdrawals is None:
+        nulls = ", ".join(f"CAST(NULL AS STRING) AS {name}" for name in ("id", *WITHDRAWN_FIELDS))
+        withdrawals = f"(SELECT {nulls} WHERE 1 = 0)"
     return f"{metadata} AS m LEFT JOIN {withdrawals} AS w ON w.id = m.id"
 
 

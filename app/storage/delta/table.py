@@ -66,6 +66,14 @@ JOINED = (
     + f" FROM {TABLE_NAME} AS m LEFT JOIN {WITHDRAWALS_TABLE} AS w"
     + " ON w.id = m.id AND w.engagement_id = {engagement}"
 )
+# The same where a base has no `evidence_withdrawals` yet (made by an earlier kmflow, read by a
+# dry run, which creates nothing): no record can be withdrawn there.
+UNJOINED = (
+    ", ".join(f"m.{name}" for name in COLUMNS)
+    + ", "
+    + ", ".join(f"CAST(NULL AS VARCHAR) AS {name}" for name in WITHDRAWN_FIELDS)
+    + f" FROM {TABLE_NAME} AS m"
+)
 
 
 def table_properties(log_retention_days: int) -> dict[str, str]:
@@ -110,10 +118,20 @@ class EvidenceTable(DeltaLogTable):
         self._stats: dict[str, list[FileStats]] = {}
         self._withdrawn_version = -1
         self._withdrawn: dict[str, int] = {}
+        self._withdrawals_exist = False
 
     def ensure_exists(self) -> None:
         super().ensure_exists()
         self.withdrawals.ensure_exists()
+        self._withdrawals_exist = True
+
+    def _joined(self, engagement_id: str) -> tuple[str, list[DeltaLogTable]]:
+        """The SELECT list and FROM of a record with its withdrawal, and the tables it reads."""
+        if not self._withdrawals_exist:
+            self._withdrawals_exist = DeltaTable.is_deltatable(self.withdrawals.uri, self._options)
+        if not self._withdrawals_exist:
+            return UNJOINED, []
+        return JOINED.format(engagement=sql_text(engagement_id)), [self.withdrawals]
 
     def warm_up(self) -> None:
         """Open the read and write handles and run one query, at startup.
@@ -138,7 +156,8 @@ class EvidenceTable(DeltaLogTable):
         conditions = [f"m.engagement_id = {sql_text(engagement_id)}"]
         if content_hash is not None:
             conditions.append(f"m.content_hash = {sql_text(content_hash)}")
-        if not include_withdrawn:
+        joined, others = self._joined(engagement_id)
+        if not include_withdrawn and others:
             conditions.append("w.id IS NULL")
         cursor_at: str | None = None
         if cursor is not None:
@@ -147,7 +166,8 @@ class EvidenceTable(DeltaLogTable):
             conditions.append(f"m.stored_at <= {at} AND (m.stored_at < {at} OR m.id < {last})")
         # File statistics count every row of the engagement: no bound under another filter,
         # and tombstones left out make that many more rows to count.
-        wanted = limit + 1 + (0 if include_withdrawn else self._withdrawn_in(engagement_id))
+        withdrawn = self._withdrawn_in(engagement_id) if others and not include_withdrawn else 0
+        wanted = limit + 1 + withdrawn
         for attempt in (1, 2):
             query = QueryBuilder()
             with self.reading() as table:
@@ -157,13 +177,14 @@ class EvidenceTable(DeltaLogTable):
                     else self._lower_bound(table, engagement_id, wanted, cursor_at)
                 )
                 query.register(TABLE_NAME, table)
-            with self.withdrawals.reading() as withdrawals:
-                query.register(WITHDRAWALS_TABLE, withdrawals)
+            for other in others:
+                with other.reading() as snapshot:
+                    query.register(other.name, snapshot)
             where = list(conditions)
             if bound is not None:
                 where.append(f"m.stored_at >= {sql_text(bound)}")
             sql = (
-                f"SELECT {JOINED.format(engagement=sql_text(engagement_id))} "
+                f"SELECT {joined} "
                 f"WHERE {' AND '.join(where)} "
                 f"ORDER BY m.stored_at DESC, m.id DESC LIMIT {int(limit) + 1}"
             )
@@ -191,8 +212,8 @@ class EvidenceTable(DeltaLogTable):
             sql = f"SELECT {', '.join(f'm.{name}' for name in COLUMNS)} FROM {TABLE_NAME} AS m "  # noqa: S608
             rows = _records(run_query(query, sql + f"WHERE {condition}"))
             return rows[0] if rows else None
-        sql = f"SELECT {JOINED.format(engagement=sql_text(engagement_id))} WHERE {condition}"
-        rows = _records(self.query(sql, self.withdrawals))
+        joined, others = self._joined(engagement_id)
+        rows = _records(self.query(f"SELECT {joined} WHERE {condition}", *others))
         return rows[0] if rows else None
 
     def engagements(self) -> list[str]:
