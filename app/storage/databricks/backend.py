@@ -309,7 +309,7 @@ class DatabricksBackend(StorageBackend):
                 *self.lifecycle.create_statements(),
             ]:
                 self.sql.run(statement)
-            self._table_ready = True
+            self._table_ready = self._lifecycle_ready = True
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
