@@ -13,6 +13,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -41,6 +42,11 @@ ROLES: frozenset[str] = frozenset({"audit"})
 KEY_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 _KEY_NAME = re.compile(KEY_NAME_PATTERN)
 MIN_KEY_LENGTH = 16
+# Download links: the signing secret's least length, and the longest life a deployment may
+# allow a link (S3's presigned URLs stop at 7 days too).
+MIN_LINK_SECRET_LENGTH = 32
+MAX_LINK_SECONDS = 7 * 24 * 3600
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ApiKey(BaseModel, frozen=True):
@@ -98,6 +104,12 @@ class SharedSettings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     # How long an Idempotency-Key keeps naming its first upload.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=365 * 24 * 3600)
+    # Browsers: the API docs pages (off for locked-down deployments), the origins of
+    # front-ends allowed to call the API, and the download links a browser can follow.
+    api_docs_enabled: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    link_signing_secret: SecretStr | None = None
+    link_max_seconds: int = Field(default=900, ge=1, le=MAX_LINK_SECONDS)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -106,6 +118,28 @@ class SharedSettings(BaseSettings):
             entries = [entry.strip() for entry in value.split(",") if entry.strip()]
             return [ApiKey.parse(entry, n) for n, entry in enumerate(entries, start=1)]
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_cors_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [exact_origin(entry.strip()) for entry in value.split(",") if entry.strip()]
+        return value
+
+    @field_validator("link_signing_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("link_signing_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < MIN_LINK_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_LINK_SECRET_LENGTH} characters long "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return secret
 
     @field_validator("api_keys")
     @classmethod
@@ -147,6 +181,33 @@ def default_state_path(store: Path) -> Path:
     store = store if store.name else store.resolve()  # "." has no name of its own
     name = "kmflow_state" if store.name == "evidence_store" else f"{store.name}.kmflow_state"
     return store.parent / name
+
+
+def exact_origin(entry: str) -> str:
+    """One CORS_ORIGINS entry as browsers send it in `Origin`: `scheme://host[:port]`, in
+    lower case, without a default port. No wildcard, path or query: a front-end's exact origin.
+    Errors quote the entry: an origin is no secret."""
+    parts = urlsplit(entry)
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or "*" in entry
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(
+            f"{entry!r} is not an exact origin: write scheme://host[:port], for example "
+            "https://evidence.example.com (no wildcard, path or query)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{entry!r} has an invalid port") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    origin = f"{parts.scheme}://{host}"
+    return origin if port in (None, _DEFAULT_PORTS[parts.scheme]) else f"{origin}:{port}"
 
 
 @functools.lru_cache(maxsize=64)  # asked on every request when API_KEYS is unset

@@ -15,11 +15,13 @@ from typing import TypedDict
 
 import anyio
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import API_PREFIX
 from app.api.errors import install_error_handlers
 from app.api.routes import audit, engagements, evidence, health, metrics
+from app.api.signed_links import LinkSigner
 from app.api.threads import request_threads
 from app.api.upload_fast_path import UploadFastPath
 from app.observability.middleware import ObservabilityMiddleware
@@ -27,22 +29,55 @@ from app.observability.request_context import install_log_record_factory, note_r
 from app.settings import Settings, load_settings
 from app.storage.base import StorageBackend
 from app.storage.registry import create_backend
+from app.web.assets import mount_assets
+from app.web.docs import install_docs
+from app.web.page import install_page
 
 logger = logging.getLogger(__name__)
 
 
 PROBE_THREADS = 4
+OPENAPI_URL = "/openapi.json"
+
+# CORS for a front-end on another origin: what its requests send, and the answers' headers
+# its script may read (the upload's Location and digest, a replay, a range, the request id).
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Repr-Digest",
+    "Content-Digest",
+    "Range",
+    "If-None-Match",
+    "If-Range",
+    "X-Request-ID",
+]
+CORS_EXPOSED_HEADERS = [
+    "Location",
+    "Repr-Digest",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+    "Content-Range",
+    "Content-Disposition",
+    "ETag",
+    "Retry-After",
+]
 
 
 class AppState(TypedDict):
     storage: StorageBackend
     settings: Settings
     probe_threads: anyio.CapacityLimiter  # threads for health checks only
+    link_signer: LinkSigner | None  # None: LINK_SIGNING_SECRET is not set
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     install_log_record_factory()
+
+    secret = settings.link_signing_secret
+    signer = LinkSigner(secret, settings.link_max_seconds) if secret else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
@@ -66,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "storage": storage,
                 "settings": settings,
                 "probe_threads": anyio.CapacityLimiter(PROBE_THREADS),
+                "link_signer": signer,
             }
         finally:
             await anyio.to_thread.run_sync(_close, threads, storage)
@@ -75,19 +111,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Evidence storage with full provenance.",
         lifespan=lifespan,
+        # kmflow serves its own docs pages (app.web.docs): FastAPI's load from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL if settings.api_docs_enabled else None,
         dependencies=[Depends(note_route)],
         # FastAPI's own OpenTelemetry hooks asked three global providers on every request
         # (2% of the event loop under small uploads); kmflow's logs and metrics are its own.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    app.add_middleware(UploadFastPath)  # added first: inside ObservabilityMiddleware
+    app.add_middleware(UploadFastPath)  # added first: the innermost
+    if settings.cors_origins:  # outside the fast path, so its answers get the headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(evidence.router, prefix=API_PREFIX)
+    app.include_router(evidence.content_router, prefix=API_PREFIX)
     app.include_router(engagements.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
+    if settings.api_docs_enabled:
+        install_docs(app, OPENAPI_URL)
+    install_page(app)
+    mount_assets(app)
     return app
 
 

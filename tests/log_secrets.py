@@ -1,5 +1,5 @@
-"""A pytest plugin: the whole test run's logs must never contain an API key, a token or a
-client secret.
+"""A pytest plugin: the whole test run's logs must never contain an API key, a token, a
+client secret or the link signing secret.
 
 Every log record made in the test process (INFO and up, any logger) is checked as it is
 emitted, and at the end every server log the run's real server processes wrote (the
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.datalake.workspace import MINILAKE_CLIENT_SECRET, MINILAKE_TOKEN
-from tests.keys import API_KEY, AUDIT_KEY
+from tests.keys import API_KEY, AUDIT_KEY, LINK_SECRET
 
-SECRETS = (API_KEY, AUDIT_KEY, MINILAKE_TOKEN, MINILAKE_CLIENT_SECRET)
+SECRETS = (API_KEY, AUDIT_KEY, LINK_SECRET, MINILAKE_TOKEN, MINILAKE_CLIENT_SECRET)
 
 
 class SecretSpotter(logging.Handler):

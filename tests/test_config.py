@@ -259,3 +259,18 @@ def test_state_path_unset_follows_the_store_so_each_store_has_its_own_index(
     assert state_for("/data/rollback") != state_for("/data/other")
     monkeypatch.setenv("STATE_PATH", "/var/lib/kmflow")
     assert state_for("/data/rollback") == Path("/var/lib/kmflow")  # set: used as it is
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["*", "https://*.example.com", "https://evidence.example.com/app", "evidence.example.com"],
+)
+def test_cors_origins_must_be_exact(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"CORS_ORIGINS: .* is not an exact origin"):
+        load_settings(_env_file=None, cors_origins=value)
+
+
+def test_a_short_signing_secret_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ConfigError, match="LINK_SIGNING_SECRET: must be at least 32") as raised:
+        load_settings(_env_file=None, link_signing_secret="short-secret-value")
+    assert "short-secret-value" not in str(raised.value)

@@ -1,5 +1,6 @@
-"""Typed dependencies: the backend and settings the lifespan built, API-key auth, and the
-principal (the key's name) and roles it gives a request."""
+"""Typed dependencies: the backend and settings the lifespan built, API-key auth (or a signed
+download link, on the content routes), and the principal (the key's name) and roles it gives a
+request."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Scope
 
 from app.api.errors import ApiError, unauthorized
+from app.api.signed_links import LINK_PARAMETERS, LinkSigner, forbidden_link
 from app.config import ROLES, Role, is_loopback
 from app.observability import request_context
 from app.settings import Settings
@@ -31,8 +33,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_link_signer(request: Request) -> LinkSigner | None:
+    signer: LinkSigner | None = request.state.link_signer
+    return signer
+
+
 Storage = Annotated[StorageBackend, Depends(get_storage)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Signer = Annotated[LinkSigner | None, Depends(get_link_signer)]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -46,6 +54,7 @@ class Principal:
 
     name: str
     roles: frozenset[str]
+    by_link: bool = False  # the request is a signed download link issued to this key
 
 
 # With API_KEYS empty (loopback only, see `check_api_key`) every request is this principal,
@@ -62,6 +71,33 @@ async def require_api_key(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require_api_key)]
+
+
+async def require_key_or_link(
+    request: Request,
+    settings: AppSettings,
+    signer: Signer,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The content routes' auth: a key, or a signed download link (`app.api.signed_links`)."""
+    query = request.query_params
+    if not any(name in query for name in LINK_PARAMETERS):
+        return await require_api_key(request, settings, credentials)
+    if signer is None:
+        raise forbidden_link("download links are not enabled here (LINK_SIGNING_SECRET)")
+    name = signer.verify(request.method, request.scope["path"], dict(query))
+    if settings.api_keys:
+        known = any(key.name == name for key in settings.api_keys)
+    else:
+        check_api_key(request.scope, None, settings)  # loopback only, as every open request
+        known = name == LOOPBACK_PRINCIPAL.name
+    if not known:
+        raise forbidden_link("the key this link was issued to is no longer configured")
+    request_context.note(principal=name)
+    return Principal(name, frozenset(), by_link=True)
+
+
+Reader = Annotated[Principal, Depends(require_key_or_link)]
 
 
 def require_role(role: Role) -> object:

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import re
 
-from app.api.errors import ApiError, malformed_request
+from app.api.errors import ApiError, invalid_request
 from app.storage.names import SHA256_HEX_ANY_CASE_PATTERN
 
 SHA256_HEX = re.compile(SHA256_HEX_ANY_CASE_PATTERN)
@@ -28,20 +28,20 @@ def sha256_from_field(value: str, header: str) -> str | None:
             continue
         token = item.split(";")[0].strip()
         if len(token) < 2 or token[0] != ":" or token[-1] != ":":
-            raise malformed_request(f"{header}: {ALGORITHM} must be a byte sequence, :base64:")
+            raise invalid_request(f"{header}: {ALGORITHM} must be a byte sequence, :base64:")
         try:
             raw = base64.b64decode(token[1:-1], validate=True)
         except binascii.Error:
-            raise malformed_request(f"{header}: {ALGORITHM} is not valid base64") from None
+            raise invalid_request(f"{header}: {ALGORITHM} is not valid base64") from None
         if len(raw) != hashlib.sha256().digest_size:
-            raise malformed_request(f"{header}: {ALGORITHM} must be 32 bytes")
+            raise invalid_request(f"{header}: {ALGORITHM} must be 32 bytes")
         return raw.hex()
     return None
 
 
 def sha256_from_hex(value: str, field: str) -> str:
     if not SHA256_HEX.fullmatch(value.strip()):
-        raise malformed_request(f"{field} must be a SHA-256 in 64 hex digits")
+        raise invalid_request(f"{field} must be a SHA-256 in 64 hex digits")
     return value.strip().lower()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -92,10 +93,35 @@ _STORAGE_STATUS: list[tuple[type[StorageError], int, str]] = [
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "malformed_request"}
 
-# Documented on every route that can raise them, so the OpenAPI schema matches reality.
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 415, 422, 503)
+# What each error status means wherever it is not said more exactly (`error_responses`).
+_ERROR_MEANINGS = {
+    400: "Malformed request: the multipart syntax, or digests that disagree with the bytes.",
+    401: "No valid API key (`Authorization: Bearer <key>`).",
+    403: "The key lacks the role this route needs.",
+    404: "No such record.",
+    409: "Conflict with the stored state.",
+    413: "Over MAX_UPLOAD_BYTES or MAX_METADATA_BYTES.",
+    415: "Not multipart/form-data.",
+    422: "A missing or invalid field, path or query parameter.",
+    503: "The backend cannot take it now; the detail says why.",
 }
+
+# The 400 a route with a JSON body gives for a body that does not parse.
+NOT_JSON = {400: "The body is not valid JSON."}
+
+# Each route lists only the errors it can give, so "Try it out" and generated clients see
+# what can really happen (checked by tests/reliability/test_schema_fuzzing.py).
+ResponseDocs = dict[int | str, dict[str, Any]]
+
+
+def error_responses(*statuses: int, meanings: dict[int, str] | None = None) -> ResponseDocs:
+    """OpenAPI responses for `statuses`, each with the JSON error body; `meanings` say what a
+    status means on this route where the general meaning is too vague."""
+    meanings = meanings or {}
+    return {
+        status: {"model": ErrorBody, "description": meanings.get(status, _ERROR_MEANINGS[status])}
+        for status in statuses
+    }
 
 
 def error_response(

@@ -110,10 +110,12 @@ def test_digests_that_disagree_with_each_other_are_refused(client: TestClient) -
 
 
 @pytest.mark.parametrize("value", ["sha-256=abc", "sha-256=:not base64!:", "sha-256=:AAAA:"])
-def test_a_malformed_digest_header_is_a_400(client: TestClient, value: str) -> None:
+def test_a_malformed_digest_header_is_a_422_like_any_invalid_field(
+    client: TestClient, value: str
+) -> None:
     response = client.post(UPLOAD, **upload_request("ENG-D", b"abc", {"Repr-Digest": value}))
-    assert response.status_code == 400
-    assert response.json()["error"] == "malformed_request"
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
     assert stored_files(client) == []
 
 

@@ -26,7 +26,7 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 REPLICAS = KUBERNETES / "databricks"
 # The oldest release these must work on, and the newest the installed package knows.
 KUBERNETES_VERSIONS = ["1.30.0", latest_version()]
-SECRETS = {"API_KEYS", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET"}
+SECRETS = {"API_KEYS", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "LINK_SIGNING_SECRET"}
 # Kept in the Secret, with its secret, though not secret itself: one object holds the method.
 IN_THE_SECRET = SECRETS | {"DATABRICKS_CLIENT_ID"}
 OAUTH_M2M = {"DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"}

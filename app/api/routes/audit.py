@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import Principal, Storage, require_api_key, require_role
-from app.api.errors import ERROR_RESPONSES
+from app.api.errors import error_responses
 from app.api.threads import in_thread
 from app.storage.audit import AuditPage
 from app.storage.base import StorageBackend
@@ -18,7 +18,7 @@ from app.storage.pagination import MAX_PAGE_SIZE
 router = APIRouter(
     tags=["audit"],
     dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES | {403: ERROR_RESPONSES[401]},
+    responses=error_responses(401, 403, 422, 503),
 )
 
 # How long a read of the trail waits for this process's own queued events to be stored.

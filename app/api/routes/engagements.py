@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.audit_events import record_event, refusals_recorded
 from app.api.deps import Principal, Storage, require_api_key, require_role
-from app.api.errors import ERROR_RESPONSES
+from app.api.errors import NOT_JSON, error_responses
 from app.api.threads import in_thread
 from app.observability import request_context
 from app.storage.audit import AuditAction
@@ -23,7 +23,7 @@ router = APIRouter(
     prefix="/engagements",
     tags=["legal hold"],
     dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES | {403: ERROR_RESPONSES[401]},
+    responses=error_responses(401, 403, 422, 503),
 )
 
 Auditor = Annotated[Principal, require_role("audit")]
@@ -47,6 +47,7 @@ async def get_hold(engagement_id: str, storage: Storage, principal: Auditor) -> 
 @router.put(
     "/{engagement_id}/hold",
     response_model=HoldStatus,
+    responses=error_responses(400, meanings=NOT_JSON),
     summary="Place a legal hold (idempotent: a held engagement keeps its first hold)",
 )
 async def place_hold(

@@ -1,5 +1,6 @@
 """Evidence routes: upload, list an engagement, read one record, stream its bytes (or a range),
-withdraw a record. Uploads, content reads and withdrawals are recorded in the audit trail.
+issue a download link to them, withdraw a record. Uploads, content reads and withdrawals are
+recorded in the audit trail.
 
 Longer than most modules: each route's OpenAPI text (built from the storage patterns) stays
 beside the route it documents.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
@@ -20,8 +22,23 @@ from pydantic import BaseModel, Field
 from app.api import API_PREFIX, digests
 from app.api.audit_events import record_event, refusals_recorded
 from app.api.byte_ranges import ByteRange, etag_matches, requested_range
-from app.api.deps import AppSettings, CurrentPrincipal, Principal, Storage, require_api_key
-from app.api.errors import ERROR_RESPONSES, ApiError, WithdrawnBody, invalid_request
+from app.api.deps import (
+    AppSettings,
+    CurrentPrincipal,
+    Principal,
+    Reader,
+    Signer,
+    Storage,
+    require_api_key,
+)
+from app.api.errors import (
+    NOT_JSON,
+    ApiError,
+    ResponseDocs,
+    WithdrawnBody,
+    error_responses,
+    invalid_request,
+)
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
 from app.api.threads import in_thread
@@ -41,12 +58,9 @@ from app.storage.records import (
     UploadOutcome,
 )
 
-router = APIRouter(
-    prefix="/evidence",
-    tags=["evidence"],
-    dependencies=[Depends(require_api_key)],
-    responses=ERROR_RESPONSES,
-)
+router = APIRouter(prefix="/evidence", tags=["evidence"], dependencies=[Depends(require_api_key)])
+# The content routes take a key or a signed download link (`require_key_or_link`).
+content_router = APIRouter(prefix=router.prefix, tags=router.tags)
 
 SHA256_FIELD = "sha256"
 TEXT_FIELDS = frozenset({"engagement_id", "metadata", SHA256_FIELD})
@@ -59,19 +73,25 @@ UPLOAD_REQUEST_BODY = {
                 "type": "object",
                 "required": ["engagement_id", FILE_FIELD],
                 "properties": {
+                    # Every field has an example, so the docs' "Try it out" works as filled
+                    # in: Swagger UI invents a value for a field without one.
                     "engagement_id": {
                         "type": "string",
                         "pattern": f"^{ENGAGEMENT_ID_PATTERN}$",
+                        "examples": ["ENG-001"],
                     },
                     FILE_FIELD: {"type": "string", "format": "binary"},
                     "metadata": {
                         "type": "string",
-                        "description": "Client metadata: a JSON object, as a string.",
+                        "description": "Client metadata: a JSON object, as a string. Empty: none.",
+                        "examples": ['{"source": "browser"}'],
                     },
                     SHA256_FIELD: {
                         "type": "string",
-                        "pattern": f"^{SHA256_HEX_ANY_CASE_PATTERN}$",
-                        "description": "The file's SHA-256 (hex); a mismatch stores nothing.",
+                        "pattern": f"^({SHA256_HEX_ANY_CASE_PATTERN})?$",
+                        "description": "The file's SHA-256 (hex); a mismatch stores nothing. "
+                        "Empty: not checked.",
+                        "examples": [""],
                     },
                 },
             }
@@ -80,28 +100,34 @@ UPLOAD_REQUEST_BODY = {
 }
 
 
+def optional_parameter(
+    name: str, where: str, description: str, pattern: str | None = None
+) -> dict[str, Any]:
+    """An optional string parameter for `openapi_extra`: for what a handler reads from the
+    request itself (headers here; FastAPI's Header parameters cost the upload its speed)."""
+    schema = {"type": "string"} | ({"pattern": pattern} if pattern else {})
+    return {
+        "name": name,
+        "in": where,
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
 UPLOAD_HEADERS = [
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN_TEXT}$"},
-        "description": "Retries with the same key return the first upload's record.",
-    },
-    {
-        "name": "Repr-Digest",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "The file's digest, `sha-256=:<base64>:` (RFC 9530).",
-    },
-    {
-        "name": "Content-Digest",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "The request body's digest, `sha-256=:<base64>:` (RFC 9530).",
-    },
+    optional_parameter(
+        "Idempotency-Key",
+        "header",
+        "Retries with the same key return the first upload's record.",
+        pattern=f"^{KEY_PATTERN_TEXT}$",
+    ),
+    optional_parameter(
+        "Repr-Digest", "header", "The file's digest, `sha-256=:<base64>:` (RFC 9530)."
+    ),
+    optional_parameter(
+        "Content-Digest", "header", "The request body's digest, `sha-256=:<base64>:` (RFC 9530)."
+    ),
 ]
 
 
@@ -119,14 +145,32 @@ class UploadResponse(EvidenceRecord):
     "/upload",
     status_code=201,
     response_model=UploadResponse,
+    responses=error_responses(
+        400,
+        401,
+        409,
+        413,
+        415,
+        422,
+        503,
+        meanings={
+            400: "Malformed multipart, or `digest_mismatch`: the bytes are not what a digest "
+            "sent says. Nothing is stored.",
+            409: "The Idempotency-Key was used for other content, or its first upload is still "
+            "in progress.",
+        },
+    ),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY, "parameters": UPLOAD_HEADERS},
     summary="Upload one evidence file (streamed; any part order)",
+    description="A multipart form: `engagement_id`, `file` and optional `metadata` (a JSON "
+    "object) and `sha256`. 201 means the bytes are durable and listed. Send an "
+    "`Idempotency-Key` to retry without storing the file twice.",
 )
 async def upload_evidence(
     request: Request, storage: Storage, settings: AppSettings, principal: CurrentPrincipal
 ) -> Response:
-    """The OpenAPI declaration of the route (and its answer wherever `UploadFastPath` is not
-    installed); `store_upload` does the work."""
+    # The OpenAPI declaration of the route (and its answer wherever `UploadFastPath` is not
+    # installed); `store_upload` does the work.
     return await store_upload(request, storage, settings, principal)
 
 
@@ -159,7 +203,7 @@ async def store_upload(
     body = received.file
     try:
         engagement_id, file_name, metadata = _form_fields(received)
-        if SHA256_FIELD in received.fields:
+        if received.fields.get(SHA256_FIELD, "").strip():  # empty: absent, as metadata
             file_claims[SHA256_FIELD] = digests.sha256_from_hex(
                 received.fields[SHA256_FIELD], SHA256_FIELD
             )
@@ -259,7 +303,12 @@ def _upload(
     return outcome
 
 
-@router.get("/{engagement_id}", response_model=RecordPage, summary="List an engagement")
+@router.get(
+    "/{engagement_id}",
+    response_model=RecordPage,
+    responses=error_responses(401, 422, 503),
+    summary="List an engagement",
+)
 async def list_evidence(
     engagement_id: str,
     storage: Storage,
@@ -286,13 +335,15 @@ async def list_evidence(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
-WITHDRAWN_RESPONSE: dict[int | str, dict[str, Any]] = {
+WITHDRAWN_RESPONSE: ResponseDocs = {
     410: {"model": WithdrawnBody, "description": "Withdrawn: the body holds the tombstone."}
 }
 
 
 @router.get(
-    "/{engagement_id}/{evidence_id}", response_model=EvidenceRecord, responses=WITHDRAWN_RESPONSE
+    "/{engagement_id}/{evidence_id}",
+    response_model=EvidenceRecord,
+    responses=error_responses(401, 404, 422, 503) | WITHDRAWN_RESPONSE,
 )
 async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -> EvidenceRecord:
     return await in_thread(storage.get, engagement_id, evidence_id)
@@ -310,6 +361,15 @@ class Withdrawal(BaseModel):
 @router.delete(
     "/{engagement_id}/{evidence_id}",
     response_model=Tombstone,
+    responses=error_responses(
+        400,
+        401,
+        404,
+        409,
+        422,
+        503,
+        meanings=NOT_JSON | {409: "`legal_hold`: the engagement is held."},
+    ),
     summary="Withdraw a record: its bytes are removed, its record stays as a tombstone",
 )
 async def withdraw_evidence(
@@ -348,18 +408,64 @@ def _withdraw(
     return tombstone
 
 
-CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+CONTENT_ANSWERS: ResponseDocs = {
     200: {"content": {"application/octet-stream": {}}, "description": "The bytes."},
     206: {"content": {"application/octet-stream": {}}, "description": "The range asked for."},
     304: {"description": "The client's copy (If-None-Match) is current."},
     416: {"description": "The range lies outside the file."},
 }
+CONTENT_RESPONSES = CONTENT_ANSWERS | error_responses(
+    401,
+    403,
+    404,
+    422,
+    503,
+    meanings={
+        403: "`invalid_link`: a download link that was altered, has expired, or whose "
+        "key is no longer configured."
+    },
+)
+
+# Read from `request.headers` by `_content_answer`, declared here so the docs can send them.
+CONTENT_PARAMETERS = [
+    optional_parameter(
+        "Range",
+        "header",
+        "One byte range, `bytes=<first>-[<last>]` or `bytes=-<suffix>`: 206.",
+    ),
+    optional_parameter(
+        "If-None-Match",
+        "header",
+        'The ETag of the client\'s copy (`"<sha256>"`): 304 if it is current.',
+    ),
+    optional_parameter(
+        "If-Range",
+        "header",
+        "With Range: the range only if the ETag still matches, else the whole file.",
+    ),
+] + [
+    optional_parameter(
+        name, "query", f"Part of a download link (`POST .../download-link`): {meaning}."
+    )
+    for name, meaning in (
+        ("expires", "its expiry, unix seconds"),
+        ("kid", "the name of the key it was issued to"),
+        ("sig", "its signature"),
+    )
+]
+
+# Content answers are for saving, never for rendering on this origin: evidence may be HTML.
+CONTENT_SECURITY = {
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
-@router.get(
+@content_router.get(
     "/{engagement_id}/{evidence_id}/content",
     response_class=StreamingResponse,
     responses=CONTENT_RESPONSES | WITHDRAWN_RESPONSE,
+    openapi_extra={"parameters": CONTENT_PARAMETERS},
     summary="The stored bytes; one byte range with Range, 304 with If-None-Match",
 )
 async def get_evidence_content(
@@ -367,8 +473,9 @@ async def get_evidence_content(
     engagement_id: str,
     evidence_id: str,
     storage: Storage,
-    principal: CurrentPrincipal,
+    principal: Reader,
 ) -> Response:
+    """With a key, or without one through a download link (`POST .../download-link`)."""
     with refusals_recorded(storage, principal, "read", engagement_id, evidence_id):
         record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
@@ -390,22 +497,30 @@ def _open_recorded(
     download never waits for the audit trail's store (unless its queue is full: `admit`)."""
     storage.audit.admit()
     stream = storage.open(record, answer.byte_range.start)
-    detail = None
+    detail: dict[str, object] = {}
     if answer.status_code == 206:
-        detail = {"range": answer.headers["Content-Range"]}
+        detail["range"] = answer.headers["Content-Range"]
+    if principal.by_link:
+        detail["by"] = "download link"
     record_event(
-        storage, principal, "read", record.engagement_id, evidence_id=record.id, detail=detail
+        storage,
+        principal,
+        "read",
+        record.engagement_id,
+        evidence_id=record.id,
+        detail=detail or None,
     )
     return stream
 
 
-@router.head(
+@content_router.head(
     "/{engagement_id}/{evidence_id}/content",
     responses=CONTENT_RESPONSES | WITHDRAWN_RESPONSE,
+    openapi_extra={"parameters": CONTENT_PARAMETERS},
     summary="The headers a GET of the bytes would get",
 )
 async def head_evidence_content(
-    request: Request, engagement_id: str, evidence_id: str, storage: Storage
+    request: Request, engagement_id: str, evidence_id: str, storage: Storage, principal: Reader
 ) -> Response:
     record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
@@ -414,6 +529,64 @@ async def head_evidence_content(
         media_type=None if answer.status_code == 304 else "application/octet-stream",
         headers=answer.headers,
     )
+
+
+class LinkRequest(BaseModel):
+    expires_in: int = Field(
+        default=300,
+        ge=1,
+        description="Seconds the link works for; at most LINK_MAX_SECONDS (longer is capped).",
+        examples=[300],
+    )
+
+
+class DownloadLink(BaseModel):
+    url: str = Field(
+        description="The content URL with its signature, relative to this server: a browser "
+        "can follow it (GET or HEAD) without a key until it expires."
+    )
+    expires_at: datetime | None = Field(
+        description="When the link stops working; null where no key is needed (API_KEYS unset)."
+    )
+
+
+@router.post(
+    "/{engagement_id}/{evidence_id}/download-link",
+    response_model=DownloadLink,
+    responses=error_responses(
+        400,
+        401,
+        404,
+        422,
+        503,
+        meanings=NOT_JSON | {503: "The backend cannot answer, or LINK_SIGNING_SECRET is not set."},
+    )
+    | WITHDRAWN_RESPONSE,
+    summary="A short-lived link to the bytes, for a browser (like an S3 presigned URL)",
+)
+async def issue_download_link(
+    engagement_id: str,
+    evidence_id: str,
+    storage: Storage,
+    settings: AppSettings,
+    signer: Signer,
+    principal: CurrentPrincipal,
+    link: Annotated[LinkRequest | None, Body()] = None,
+) -> DownloadLink:
+    """Signed for the key that asks (its name is the link's `kid`, and the principal of every
+    read through it in the audit trail). 404 for an unknown record, 410 for a withdrawn one."""
+    record = await in_thread(storage.get, engagement_id, evidence_id)
+    path = f"{API_PREFIX}{router.prefix}/{record.engagement_id}/{record.id}/content"
+    if signer is None:
+        if settings.auth_mode == "open_loopback":  # the plain URL needs no key
+            return DownloadLink(url=path, expires_at=None)
+        raise ApiError(
+            503,
+            "links_not_configured",
+            "download links need LINK_SIGNING_SECRET set on the server (the same on every replica)",
+        )
+    signed = signer.sign(path, principal.name, (link or LinkRequest()).expires_in)
+    return DownloadLink(url=signed.url, expires_at=datetime.fromtimestamp(signed.expires_at, UTC))
 
 
 @dataclass(frozen=True)
@@ -434,10 +607,7 @@ def _content_answer(request: Request, record: EvidenceRecord) -> _ContentAnswer:
     whole = ByteRange(0, record.size_bytes)
     if etag_matches(request.headers.get("if-none-match"), etag):
         return _ContentAnswer(304, whole, headers)
-    headers |= {
-        "Content-Disposition": content_disposition(record.file_name),
-        "X-Content-Type-Options": "nosniff",
-    }
+    headers |= {"Content-Disposition": content_disposition(record.file_name)} | CONTENT_SECURITY
     byte_range = requested_range(
         request.headers.get("range"), record.size_bytes, request.headers.get("if-range"), etag
     )
