@@ -197,6 +197,11 @@ def test_routes_document_only_the_errors_they_can_give(client: TestClient) -> No
     content = paths["/api/v1/evidence/{engagement_id}/{evidence_id}/content"]["get"]
     declared = {(parameter["in"], parameter["name"]) for parameter in content["parameters"]}
     assert {("header", "Range"), ("header", "If-None-Match"), ("header", "If-Range")} <= declared
+    for operations in paths.values():  # "Try it out" fills in the upload's engagement
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "engagement_id" and parameter["in"] == "path":
+                    assert parameter["examples"]["ENG-001"]["value"] == "ENG-001"
     listing = paths["/api/v1/evidence/{engagement_id}"]["get"]["responses"]
     assert set(listing) == {"200", "401", "422", "503"}
     for path, operations in paths.items():

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from app.api.audit_events import record_event, refusals_recorded
 from app.api.deps import Principal, Storage, require_api_key, require_role
 from app.api.errors import NOT_JSON, error_responses
+from app.api.parameters import EngagementPath
 from app.api.threads import in_thread
 from app.observability import request_context
 from app.storage.audit import AuditAction
@@ -39,7 +40,9 @@ class HoldRequest(BaseModel):
 
 
 @router.get("/{engagement_id}/hold", response_model=HoldStatus, summary="The engagement's hold")
-async def get_hold(engagement_id: str, storage: Storage, principal: Auditor) -> HoldStatus:
+async def get_hold(
+    engagement_id: EngagementPath, storage: Storage, principal: Auditor
+) -> HoldStatus:
     hold = await in_thread(storage.hold, engagement_id)
     return _status(engagement_id, hold)
 
@@ -51,7 +54,7 @@ async def get_hold(engagement_id: str, storage: Storage, principal: Auditor) -> 
     summary="Place a legal hold (idempotent: a held engagement keeps its first hold)",
 )
 async def place_hold(
-    engagement_id: str,
+    engagement_id: EngagementPath,
     storage: Storage,
     principal: Auditor,
     hold: Annotated[HoldRequest, Body()],
@@ -64,7 +67,9 @@ async def place_hold(
     response_model=HoldStatus,
     summary="Release the legal hold (idempotent: answers held=false either way)",
 )
-async def release_hold(engagement_id: str, storage: Storage, principal: Auditor) -> HoldStatus:
+async def release_hold(
+    engagement_id: EngagementPath, storage: Storage, principal: Auditor
+) -> HoldStatus:
     return await in_thread(_change, storage, principal, engagement_id, None)
 
 

@@ -41,6 +41,7 @@ from app.api.errors import (
 )
 from app.api.file_body import FileBody
 from app.api.multipart import FILE_FIELD, ReceivedUpload, UploadLimits, receive_upload
+from app.api.parameters import EXAMPLE_ENGAGEMENT, EngagementPath
 from app.api.threads import in_thread
 from app.observability import metrics, request_context
 from app.settings import Settings
@@ -78,7 +79,7 @@ UPLOAD_REQUEST_BODY = {
                     "engagement_id": {
                         "type": "string",
                         "pattern": f"^{ENGAGEMENT_ID_PATTERN}$",
-                        "examples": ["ENG-001"],
+                        "examples": [EXAMPLE_ENGAGEMENT],
                     },
                     FILE_FIELD: {"type": "string", "format": "binary"},
                     "metadata": {
@@ -310,7 +311,7 @@ def _upload(
     summary="List an engagement",
 )
 async def list_evidence(
-    engagement_id: str,
+    engagement_id: EngagementPath,
     storage: Storage,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the page before.")] = None,
@@ -345,7 +346,9 @@ WITHDRAWN_RESPONSE: ResponseDocs = {
     response_model=EvidenceRecord,
     responses=error_responses(401, 404, 422, 503) | WITHDRAWN_RESPONSE,
 )
-async def get_evidence(engagement_id: str, evidence_id: str, storage: Storage) -> EvidenceRecord:
+async def get_evidence(
+    engagement_id: EngagementPath, evidence_id: str, storage: Storage
+) -> EvidenceRecord:
     return await in_thread(storage.get, engagement_id, evidence_id)
 
 
@@ -373,7 +376,7 @@ class Withdrawal(BaseModel):
     summary="Withdraw a record: its bytes are removed, its record stays as a tombstone",
 )
 async def withdraw_evidence(
-    engagement_id: str,
+    engagement_id: EngagementPath,
     evidence_id: str,
     storage: Storage,
     principal: CurrentPrincipal,
@@ -470,7 +473,7 @@ CONTENT_SECURITY = {
 )
 async def get_evidence_content(
     request: Request,
-    engagement_id: str,
+    engagement_id: EngagementPath,
     evidence_id: str,
     storage: Storage,
     principal: Reader,
@@ -520,7 +523,11 @@ def _open_recorded(
     summary="The headers a GET of the bytes would get",
 )
 async def head_evidence_content(
-    request: Request, engagement_id: str, evidence_id: str, storage: Storage, principal: Reader
+    request: Request,
+    engagement_id: EngagementPath,
+    evidence_id: str,
+    storage: Storage,
+    principal: Reader,
 ) -> Response:
     record = await in_thread(storage.get, engagement_id, evidence_id)
     answer = _content_answer(request, record)
@@ -565,7 +572,7 @@ class DownloadLink(BaseModel):
     summary="A short-lived link to the bytes, for a browser (like an S3 presigned URL)",
 )
 async def issue_download_link(
-    engagement_id: str,
+    engagement_id: EngagementPath,
     evidence_id: str,
     storage: Storage,
     settings: AppSettings,
