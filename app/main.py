@@ -15,10 +15,10 @@ from typing import TypedDict
 
 import anyio
 from fastapi import Depends, FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import API_PREFIX
+from app.api.cors import add_cors
 from app.api.errors import install_error_handlers
 from app.api.routes import audit, engagements, evidence, health, metrics
 from app.api.signed_links import LinkSigner
@@ -38,31 +38,6 @@ logger = logging.getLogger(__name__)
 
 PROBE_THREADS = 4
 OPENAPI_URL = "/openapi.json"
-
-# CORS for a front-end on another origin: what its requests send, and the answers' headers
-# its script may read (the upload's Location and digest, a replay, a range, the request id).
-CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
-CORS_REQUEST_HEADERS = [
-    "Authorization",
-    "Content-Type",
-    "Idempotency-Key",
-    "Repr-Digest",
-    "Content-Digest",
-    "Range",
-    "If-None-Match",
-    "If-Range",
-    "X-Request-ID",
-]
-CORS_EXPOSED_HEADERS = [
-    "Location",
-    "Repr-Digest",
-    "X-Request-ID",
-    "Idempotent-Replayed",
-    "Content-Range",
-    "Content-Disposition",
-    "ETag",
-    "Retry-After",
-]
 
 
 class AppState(TypedDict):
@@ -122,15 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(UploadFastPath)  # added first: the innermost
-    if settings.cors_origins:  # outside the fast path, so its answers get the headers too
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=CORS_METHODS,
-            allow_headers=CORS_REQUEST_HEADERS,
-            expose_headers=CORS_EXPOSED_HEADERS,
-            max_age=600,
-        )
+    add_cors(app, settings.cors_origins)  # outside the fast path: its answers get CORS too
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(evidence.router, prefix=API_PREFIX)

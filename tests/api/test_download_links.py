@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -58,12 +59,19 @@ def altered(url: str, **changes: str) -> str:
     return f"{parts.path}?{urlencode(query)}"
 
 
-def test_a_link_reads_the_bytes_without_a_key(client: TestClient) -> None:
+def test_a_link_reads_the_bytes_without_a_key(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     record = stored(client)
     link = link_for(client, record)
 
-    response = client.get(link["url"], headers={"Authorization": ""})
+    with caplog.at_level(logging.INFO, logger="app.request"):
+        response = client.get(link["url"], headers={"Authorization": ""})
     assert response.status_code == 200
+    # The request line names the path, never the signature (a bearer credential for minutes).
+    lines = [entry.getMessage() for entry in caplog.records if entry.name == "app.request"]
+    assert any("/content" in line for line in lines)
+    assert not any("sig=" in line for line in lines)
     assert hashlib.sha256(response.content).hexdigest() == record["content_hash"]
     assert response.headers["content-disposition"].startswith("attachment;")
     # Evidence may be HTML: it is never rendered, nor sniffed, on this origin.
